@@ -1,0 +1,67 @@
+"""The `muni` command line: one sub-command group per module under `muni.commands`.
+
+Every `MuniError` (bad input, missing data, foreign checkpoint) is printed as one line and
+exits with status 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from muni.errors import MuniError
+
+# command name -> module under muni.commands exposing `add_parser(subparsers)`; each parser
+# sets `func(args) -> int`.
+COMMANDS = {
+    "data": "muni.commands.data",
+    "train": "muni.commands.train",
+    "sample": "muni.commands.sample",
+    "eval": "muni.commands.evaluate",
+    "bench": "muni.commands.bench",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: exit 2, one clear line
+        self.print_usage(sys.stderr)
+        _exit(f"{self.prog}: error: {message}")
+
+
+def _exit(msg: str):
+    print(msg, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from muni import __version__
+
+    parser = _Parser(prog="muni", description="Any-to-any multimodal generation.")
+    parser.add_argument("--version", action="version", version=f"muni {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue  # command group not installed in this build
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MuniError as e:
+        print(f"muni: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("muni: interrupted", file=sys.stderr)
+        return 130

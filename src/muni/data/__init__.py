@@ -1,0 +1,1 @@
+"""Datasets: raw sources (MNIST, FSDD, backgrounds) and the two benchmarks."""

@@ -1,0 +1,1 @@
+"""Methods: MUNI and the baselines, all behind `muni.methods.base`'s API."""
