@@ -1,1 +1,111 @@
-"""Datasets: raw sources (MNIST, FSDD, backgrounds) and the two benchmarks."""
+"""Datasets: raw sources (MNIST, FSDD, backgrounds) and the two benchmarks.
+
+``load_dataset("polymnist-quadrant", "train", preset="quick", seed=0)`` returns a cached,
+checksummed `MultimodalDataset`, built on first use from the raw data in the data directory.
+Builder parameters can be overridden, e.g. ``n_train=200, n_test=100`` for tiny test builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from muni.data import digits_ita, polymnist_quadrant
+from muni.data.base import MultimodalDataset
+from muni.data.cache import SplitArrays, load_or_build, recipe_hash
+from muni.data.sources import SPLITS
+from muni.errors import ConfigError, InputError, MuniError
+from muni.modalities.base import Modality
+
+PRESETS: tuple[str, ...] = ("quick", "paper")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered benchmark: its recipe dataclass, presets, modalities and builder."""
+
+    name: str
+    description: str
+    config: type
+    presets: dict[str, dict[str, Any]]
+    modalities: Callable[[Any], dict[str, Modality]]
+    build: Callable[..., tuple[SplitArrays, dict[str, str]]]
+    version: int
+
+    def make_config(self, preset: str, **overrides: Any):
+        if preset not in self.presets:
+            raise InputError(f"unknown preset {preset!r} for {self.name}; choose one of "
+                             f"{', '.join(self.presets)}")
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for dataset {self.name}; "
+                              f"known: {', '.join(sorted(fields))}")
+        return self.config(**{**self.presets[preset], **overrides})
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "polymnist-quadrant": DatasetSpec(
+        "polymnist-quadrant", "K RGB MNIST views sharing digit and quadrant, plus digit and quadrant labels",
+        polymnist_quadrant.Config, polymnist_quadrant.PRESETS, polymnist_quadrant.modalities,
+        polymnist_quadrant.build, polymnist_quadrant.RECIPE_VERSION),
+    "digits-ita": DatasetSpec(
+        "digits-ita", "image (MNIST digit in a quadrant), caption text and spoken-digit audio",
+        digits_ita.Config, digits_ita.PRESETS, digits_ita.modalities,
+        digits_ita.build, digits_ita.RECIPE_VERSION),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise MuniError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_modalities(name: str, preset: str = "quick", **overrides: Any) -> dict[str, Modality]:
+    """The modalities of a dataset, without building it."""
+    spec = get_spec(name)
+    return spec.modalities(spec.make_config(preset, **overrides))
+
+
+def load_dataset(name: str, split: str = "train", preset: str = "quick", seed: int = 0,
+                 data_dir: str | os.PathLike | None = None, **overrides: Any) -> MultimodalDataset:
+    """One split of a benchmark, from the cache or built (all splits) and cached first.
+
+    Parameters
+    ----------
+    name : a key of `DATASETS`.
+    split : "train" or "test".
+    preset : a key of the dataset's presets ("quick", "paper").
+    seed : same seed -> byte-identical arrays.
+    data_dir : raw data directory (default ``$MUNI_DATA_DIR``).
+    **overrides : fields of the dataset's ``Config`` (e.g. ``n_train=200``).
+    """
+    spec = get_spec(name)
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    cfg = spec.make_config(preset, **overrides)
+    recipe = {"dataset": name, "version": spec.version, "seed": seed, "config": dataclasses.asdict(cfg)}
+
+    def build():
+        built = {s: spec.build(cfg, s, seed, data_dir) for s in SPLITS}
+        sources = {k: v for _, srcs in built.values() for k, v in srcs.items()}
+        return {s: arrays for s, (arrays, _) in built.items()}, sources
+
+    arrays, manifest, entry = load_or_build(name, preset, seed, recipe, split, build)
+    return MultimodalDataset(
+        name=name, split=split, modalities=spec.modalities(cfg),
+        storage={k: torch.from_numpy(v) for k, v in arrays.storage.items()},
+        factors={k: torch.from_numpy(v) for k, v in arrays.factors.items()},
+        info={"preset": preset, "seed": seed, "recipe_version": spec.version,
+              "recipe_hash": recipe_hash(recipe), "config": recipe["config"],
+              "checksum": manifest["files"][split], "sources": manifest["sources"],
+              "cache": str(entry)})
+
+
+__all__ = ["DATASETS", "PRESETS", "DatasetSpec", "MultimodalDataset", "dataset_modalities",
+           "get_spec", "load_dataset"]

@@ -1,0 +1,431 @@
+"""The training loop: a function over a built model and dataset (edm2 / nanoGPT style).
+
+`train` never constructs models or datasets. The same code runs in one process and under
+``torchrun`` (see `muni.training.distributed`): every rank computes, rank 0 alone writes the
+log, the checkpoints and calls ``on_sample``.
+
+Per step::
+
+    idx    = this rank's shard of the next global batch   (seeded epoch-wise permutation)
+    losses = model.loss(dataset.batch(idx))               (through DDP when world > 1)
+    check the loss terms (averaged over ranks) are finite, else save and raise
+    backward; clip the global grad norm; AdamW step with linear warmup; EMA update
+    log / checkpoint / on_sample at their intervals; stop at the time budget
+
+Randomness. The data order comes from a generator seeded with ``cfg.seed`` (identical on all
+ranks: each takes a disjoint contiguous slice of the same global batch). The global torch RNG
+is seeded ``cfg.seed + rank`` (numpy and python's too), so noise differs across ranks. A
+method needing the same random choice on every rank (e.g. the modality subset of a step) uses
+`muni.training.distributed.shared_generator()` inside ``loss``. ``on_sample`` runs under a
+forked RNG, so sampling never changes the training trajectory.
+
+Batch and LR. ``cfg.batch_size`` is global; gradients are averaged over ranks by DDP, so a run
+on N ranks follows the single-process run with the same global batch and ``lr``.
+
+Exact resume. A checkpoint holds weights, EMA, optimizer state, the data-order generator and
+position, every rank's RNG states and the open logging window; on CPU with a fixed
+``num_threads`` a resumed run reproduces the uninterrupted run's losses and weights bitwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from muni.config import to_dict
+from muni.data.base import MultimodalDataset
+from muni.errors import CheckpointError, ConfigError, MuniError
+from muni.training import checkpoint as ckpt
+from muni.training import distributed
+from muni.training.ema import EMA
+from muni.training.logging import CsvLog, format_terms
+
+
+class TrainingDivergedError(MuniError):
+    """A loss term or the gradient norm became NaN/Inf; the last good state was checkpointed."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of one training run (the model has its own config)."""
+
+    steps: int = 20000                         # optimizer steps of the whole run (resume continues to it)
+    batch_size: int = 256                      # GLOBAL batch; each of the N ranks draws batch_size / N
+    lr: float = 1e-3                           # AdamW learning rate after warmup, same at any world size
+    weight_decay: float = 0.0                  # AdamW decoupled decay, on weights with dim >= 2 only
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW moment decays
+    warmup_steps: int = 0                      # linear warmup: lr * min(1, (step + 1) / warmup_steps)
+    grad_clip: float = 1.0                     # max global gradient norm; 0 = no clipping
+    ema_decay: float = 0.999                   # EMA of the weights (used by on_sample); 0 = off
+    seed: int = 0                              # data order; torch/numpy/python RNG get seed + rank
+    log_every: int = 100                       # steps per log.csv row and progress-bar update
+    ckpt_every: int = 1000                     # steps between checkpoints; 0 = only at the end
+    sample_every: int = 0                      # steps between on_sample calls; 0 = never
+    minutes: float = 0.0                       # wall-clock budget of this call; stops at a step boundary; 0 = none
+    num_threads: int = 0                       # torch CPU threads (fix it for bitwise resume); 0 = torch default
+    keep_last: int = 2                         # checkpoints kept on disk (>= 1; the latest is always kept)
+
+    def check(self) -> None:
+        """Raise `ConfigError` naming the first out-of-range field."""
+        rules = [("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                 ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                 ("betas", all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2,
+                  "two numbers in [0, 1)"),
+                 ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+                 ("grad_clip", self.grad_clip >= 0, ">= 0"),
+                 ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+                 ("log_every", self.log_every >= 1, ">= 1"),
+                 ("ckpt_every", self.ckpt_every >= 0, ">= 0"),
+                 ("sample_every", self.sample_every >= 0, ">= 0"),
+                 ("minutes", self.minutes >= 0, ">= 0"), ("num_threads", self.num_threads >= 0, ">= 0"),
+                 ("keep_last", self.keep_last >= 1, ">= 1")]
+        for name, ok, want in rules:
+            if not ok:
+                raise ConfigError(f"train.{name} must be {want}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a `train` call achieved."""
+
+    steps_done: int                                          # global step reached (including resumed steps)
+    wall_time_s: float                                       # wall time of this call's training steps
+    samples_per_s: float                                     # global samples per second in this call
+    final_losses: dict[str, float] = field(default_factory=dict)  # means of the last logging window
+    stopped_reason: str = "completed"                        # "completed" or "time budget (<minutes> min)"
+
+
+class DataOrder:
+    """Epoch-wise permutations of ``range(n)`` cut into global batches; yields this rank's shard.
+
+    Like ``DistributedSampler`` + ``drop_last`` but computed directly: every rank draws the
+    same permutation from a generator seeded with `seed`, takes global batch ``i`` as
+    ``perm[i*B:(i+1)*B]`` and keeps the contiguous slice ``rank``. The state is the generator
+    state at the start of the current epoch plus the position in it.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int, world_size: int) -> None:
+        self.n, self.batch, self.rank, self.world_size = n, global_batch, rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch_state = self.generator.get_state()
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        """This rank's indices of the next global batch, ``(batch // world_size,)`` int64."""
+        if self.pos + self.batch > self.n:
+            self._new_epoch()
+        global_idx = self.perm[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        per = self.batch // self.world_size
+        return global_idx[self.rank * per:(self.rank + 1) * per]
+
+    def state(self) -> tuple[torch.Tensor, int]:
+        return self.epoch_state, self.pos
+
+    def restore(self, epoch_state: torch.Tensor, pos: int) -> None:
+        self.generator.set_state(epoch_state)
+        self._new_epoch()
+        self.pos = pos
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def _prepare_out_dir(out_dir: Path, resume: bool) -> str | None:
+    """Rank 0's checks of the output directory; an error message or None."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        return f"output directory {out_dir} is not writable: {e.strerror or e}"
+    if not resume and ckpt.checkpoint_steps(out_dir):
+        return (f"{out_dir} already holds checkpoints (ckpt-{ckpt.checkpoint_steps(out_dir)[-1]}); "
+                f"pass resume=True (--resume) to continue it, or choose a new directory")
+    ckpt.clean_stale_temps(out_dir)
+    return None
+
+
+class _Window:
+    """Sums of the logged terms since the last log row (identical on every rank)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, terms: dict[str, float]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.count for k, v in self.sums.items()}
+
+
+def _save(out_dir: Path, step: int, model: nn.Module, ema: EMA | None, opt: torch.optim.Optimizer,
+          order_state: tuple[torch.Tensor, int], rng: dict[str, torch.Tensor], window: _Window,
+          elapsed_s: float, cfg: TrainConfig, meta: dict[str, Any]) -> Path:
+    """Collective: gather every rank's RNG state; rank 0 writes; every rank gets the path."""
+    rngs = distributed.all_gather_object(rng)
+    result: tuple[str | None, str | None] = (None, None)
+    if distributed.is_main():
+        opt_tensors, opt_json = ckpt.flatten_optimizer(opt.state_dict())
+        tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+        if ema is not None:
+            tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
+        tensors.update({f"optim/{k}": v for k, v in opt_tensors.items()})
+        for r, states in enumerate(rngs):
+            tensors.update({f"rng/{r}/{k}": v for k, v in states.items()})
+        tensors["data/generator"] = order_state[0]
+        info = {"config": to_dict(cfg), "meta": meta, "world_size": len(rngs),
+                "optimizer": opt_json, "data_pos": order_state[1], "elapsed_s": elapsed_s,
+                "window": {"sums": window.sums, "count": window.count}}
+        try:
+            result = (str(ckpt.save_checkpoint(out_dir, step, tensors, info,
+                                               keep_last=cfg.keep_last)), None)
+        except OSError as e:
+            result = (None, f"could not write checkpoint {step} in {out_dir}: {e}")
+    path, error = distributed.broadcast_object(result)
+    if error:
+        raise CheckpointError(error)
+    return Path(path)
+
+
+def _restore(ck: ckpt.Checkpoint, model: nn.Module, ema: EMA | None, opt: torch.optim.Optimizer,
+             order: DataOrder, window: _Window, cfg: TrainConfig) -> float:
+    """Load a checkpoint's state into the run; returns the elapsed training time it records."""
+    w = distributed.world()
+    info, old = ck.info, ck.config
+    for name in ("batch_size", "seed"):
+        if old.get(name) != getattr(cfg, name):
+            raise CheckpointError(f"{ck.path}: cannot resume with train.{name}="
+                                  f"{getattr(cfg, name)!r}; the run used {old.get(name)!r}")
+    if info.get("world_size") != w.size:
+        raise CheckpointError(f"{ck.path}: written by {info.get('world_size')} rank(s), resumed on "
+                              f"{w.size}; per-rank RNG streams cannot be continued exactly")
+    ckpt.load_state_into(model, ck.group("model"))
+    if ema is not None:
+        ema_state = ck.group("ema")
+        if not ema_state:
+            raise CheckpointError(f"{ck.path}: holds no EMA weights but train.ema_decay="
+                                  f"{cfg.ema_decay}")
+        ema.load_state_dict(ema_state)
+    try:
+        opt.load_state_dict(ckpt.unflatten_optimizer(ck.group("optim"), info["optimizer"]))
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{ck.path}: optimizer state does not fit this model ({e})") from None
+    order.restore(ck.tensors["data/generator"], int(info["data_pos"]))
+    ckpt.restore_rng(ck.group(f"rng/{w.rank}"))
+    window.sums, window.count = dict(info["window"]["sums"]), int(info["window"]["count"])
+    return float(info["elapsed_s"])
+
+
+def _reduce_terms(losses: dict[str, torch.Tensor], over_budget: bool) -> tuple[dict[str, float], bool]:
+    """Loss terms averaged over ranks (one all-reduce) and whether any rank is over budget."""
+    if "loss" not in losses:
+        raise MuniError(f"model.loss(batch) must return a dict with a 'loss' entry; got keys "
+                        f"{sorted(losses)}")
+    keys = ["loss"] + sorted(k for k in losses if k != "loss")
+    dev = losses["loss"].device
+    vec = torch.stack([torch.as_tensor(losses[k], device=dev).detach().float().reshape(())
+                       for k in keys] + [torch.tensor(float(over_budget), device=dev)])
+    vec = distributed.all_reduce_sum(vec).tolist()
+    n = distributed.world().size
+    return {k: v / n for k, v in zip(keys, vec)}, vec[-1] > 0
+
+
+def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: str | Path, *,
+          resume: bool = False, meta: dict[str, Any] | None = None,
+          on_sample: Callable[[nn.Module, int, Path], None] | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train `model` on `dataset` with AdamW; write log, checkpoints and samples to `out_dir`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A built model on its device, exposing ``loss(batch) -> dict`` (``"loss"`` the scalar
+        to minimise, other entries logged).
+    dataset : MultimodalDataset
+        The training split; batches are ``dataset.batch(indices)`` (no DataLoader).
+    cfg : TrainConfig
+        Optimisation and bookkeeping settings.
+    out_dir : path
+        Run directory: ``log.csv``, ``ckpt-<step>/``, ``latest``. Must be writable; a fresh run
+        refuses a directory that already holds checkpoints.
+    resume : bool
+        Continue from ``out_dir``'s latest checkpoint (bitwise-exact on CPU with fixed
+        ``num_threads``); ``batch_size``, ``seed`` and the world size must match.
+    meta : dict, optional
+        JSON-serialisable facts stored in every checkpoint (method name, model config,
+        dataset name/preset, modalities). ``meta["method"]`` is checked on resume.
+    on_sample : callable, optional
+        ``on_sample(model, step, out_dir)`` every ``cfg.sample_every`` steps on rank 0, with
+        the EMA weights swapped in (when EMA is on), in eval mode, under ``torch.no_grad`` and
+        a forked RNG.
+    progress : bool
+        Show a tqdm bar with the loss terms (rank 0).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingDivergedError
+        A loss term or the gradient norm is NaN/Inf; the state before that step is saved.
+    ConfigError, CheckpointError, MuniError
+        Bad config, unusable checkpoint, unwritable ``out_dir``.
+    """
+    cfg.check()
+    w = distributed.world()
+    if cfg.batch_size % w.size:
+        raise ConfigError(f"train.batch_size={cfg.batch_size} (global) is not divisible by the "
+                          f"world size {w.size}; use a multiple of {w.size}")
+    if len(dataset) < cfg.batch_size:
+        raise ConfigError(f"train.batch_size={cfg.batch_size} exceeds the {len(dataset)} samples "
+                          f"of dataset {dataset.name}/{dataset.split}")
+    meta = dict(meta or {})
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"meta must be JSON-serialisable: {e}") from None
+    out_dir = Path(out_dir)
+    error = distributed.broadcast_object(_prepare_out_dir(out_dir, resume) if w.is_main else None)
+    if error:
+        raise MuniError(error)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    _seed_all(cfg.seed + w.rank)
+    device = next(model.parameters()).device
+
+    net = distributed.wrap(model)
+    opt = _optimizer(model, cfg)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, w.rank, w.size)
+    window = _Window()
+    step, elapsed_before, last_ckpt = 0, 0.0, -1
+    if resume:
+        ck = ckpt.load_checkpoint(out_dir, expect_method=meta.get("method"))
+        elapsed_before = _restore(ck, model, ema, opt, order, window, cfg)
+        step = last_ckpt = ck.step
+        del ck
+    log = (CsvLog(out_dir / "log.csv", resume_step=step if resume else None,
+                  log_every=cfg.log_every) if w.is_main else None)
+
+    model.train()
+    t0 = time.perf_counter()
+    t_win, steps_win, steps_run = t0, 0, 0
+    stopped, final = "completed", {}
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True,
+               disable=not (progress and w.is_main))
+    params = [p for p in model.parameters() if p.requires_grad]
+    while step < cfg.steps:
+        rng_before, order_before = ckpt.capture_rng(), order.state()
+        batch = {k: v.to(device, non_blocking=True) for k, v in dataset.batch(order.next()).items()}
+        distributed.set_step(cfg.seed, step)
+        losses = net(batch)
+        over = cfg.minutes > 0 and time.perf_counter() - t0 > cfg.minutes * 60
+        terms, stop = _reduce_terms(losses, over)
+        grad_norm = float("nan")
+        if all(math.isfinite(v) for v in terms.values()):
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            grad_norm = float(norm)
+        if not math.isfinite(grad_norm):
+            path = ckpt.find_latest(out_dir) if last_ckpt == step else _save(
+                out_dir, step, model, ema, opt, order_before, rng_before, window,
+                elapsed_before + time.perf_counter() - t0, cfg, meta)
+            bar.close()
+            what = ("gradient norm is " + str(grad_norm) if all(map(math.isfinite, terms.values()))
+                    else "loss terms " + str(terms))
+            raise TrainingDivergedError(
+                f"training diverged at step {step + 1}: {what}. The last good state (step {step}) "
+                f"is checkpointed in {path}. Lower train.lr, raise train.warmup_steps or set "
+                f"train.grad_clip, then resume from it.")
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, cfg.grad_clip, norm)
+        lr = _lr_at(cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+        step += 1
+        steps_win += 1
+        steps_run += 1
+        window.add({**terms, "grad_norm": grad_norm})
+        bar.update(1)
+        last = step == cfg.steps or stop
+        if step % cfg.log_every == 0 or last:  # a stop mid-window logs it but keeps it open
+            now = time.perf_counter()
+            final = window.means()
+            row = {"step": step, "time_s": elapsed_before + now - t0,
+                   "samples_per_s": steps_win * cfg.batch_size / max(now - t_win, 1e-9), "lr": lr}
+            if log is not None:
+                log.write({**row, **final})
+            bar.set_postfix(format_terms(final), refresh=False)
+            t_win, steps_win = now, 0
+            if step % cfg.log_every == 0:
+                window = _Window()
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or last:
+            _save(out_dir, step, model, ema, opt, order.state(), ckpt.capture_rng(), window,
+                  elapsed_before + time.perf_counter() - t0, cfg, meta)
+            last_ckpt = step
+        if cfg.sample_every and step % cfg.sample_every == 0 and w.is_main and on_sample:
+            _sample(model, ema, on_sample, step, out_dir, device)
+        if stop:
+            stopped = f"time budget ({cfg.minutes:g} min)"
+            break
+    bar.close()
+    distributed.barrier()
+    wall = time.perf_counter() - t0
+    return TrainResult(steps_done=step, wall_time_s=wall,
+                       samples_per_s=steps_run * cfg.batch_size / max(wall, 1e-9),
+                       final_losses=final, stopped_reason=stopped)
+
+
+def _sample(model: nn.Module, ema: EMA | None, on_sample: Callable[[nn.Module, int, Path], None],
+            step: int, out_dir: Path, device: torch.device) -> None:
+    """Call `on_sample` with EMA weights, in eval mode, without touching the training RNG."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        model.eval()
+        try:
+            if ema is None:
+                on_sample(model, step, out_dir)
+            else:
+                with ema.applied(model):
+                    on_sample(model, step, out_dir)
+        finally:
+            model.train()
