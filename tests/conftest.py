@@ -11,6 +11,12 @@ import pytest
 os.environ.setdefault("MUNI_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 os.environ["MUNI_OFFLINE"] = "1"  # tests never touch the network
 
+# The suite runs as two pytest-xdist workers on two cores: one torch thread each, otherwise
+# the workers' thread pools oversubscribe the cores and small models run many times slower.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 TINY = {"n_train": 200, "n_test": 100}
 
 

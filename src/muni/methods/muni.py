@@ -1,0 +1,267 @@
+"""MUNI: multimodal unified latent diffusion (Yeo, Min, Sung 2026), as reconstructed in
+``shared/design/METHOD.md``.
+
+Modality encoders ``e_m``, expressive stochastic decoders ``p_m(x_m | z)`` and one shared
+flow-matching prior ``p_psi(z)`` over a shared stochastic latent ``z``, trained jointly with
+one optimizer and one backward per step under the routed objective (`Muni.loss`):
+
+1. non-mixture aggregation: one Gaussian ``q(z | x_S)`` from all observed modalities;
+2. target-detached self-reconstruction: decoder ``m`` reconstructs an observed ``x_m`` from
+   ``z`` recomputed with ``h_m`` detached, so encoder ``m`` gains nothing by copying private
+   detail into ``z``;
+3. leave-one-out prior routing: the prior's flow-matching loss sees only latents of subsets
+   ``[M] \\ {m}``.
+
+Beyond the paper (METHOD.md, "coherent one-to-many generation"): the prior's velocity network
+takes the moments of a subset posterior as a condition, dropped at random during training, so
+``conditional_sampler="prior"`` draws one broad latent that agrees with the given modalities
+and decodes every target from it; classifier-free guidance weight ``guidance``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from muni.flow.paths import LinearPath
+from muni.flow.prior import FlowPrior
+from muni.methods.aggregation import AGGREGATORS, kl_normal
+from muni.methods.base import check_generate_args
+from muni.modalities.base import Modality
+from muni.nn import CodecConfig, build_decoder, build_encoder
+
+
+@dataclass
+class MuniConfig:
+    latent_dim: int = 32                     # size of the shared latent z
+    codec: CodecConfig = field(default_factory=CodecConfig)  # encoder/decoder backbones
+    aggregation: Literal["set", "poe"] = "set"               # route 1: subset posterior q(z | x_S)
+    agg_hidden: int = 256                    # hidden width of the set aggregator's MLP
+    self_recon: Literal["target_detached", "full_detach", "attached"] = "target_detached"  # route 2
+    prior_route: Literal["leave_one_out", "all_subsets", "full_set"] = "leave_one_out"      # route 3
+    rate_target: Literal["standard_normal", "flow_prior"] = "standard_normal"  # KL(q || .) target
+    beta: float = 0.5                        # weight of the rate (minimality) term
+    subset_sampler: Literal["uniform", "weighted"] = "uniform"  # distribution of observed subsets S
+    kind_weights: dict = field(default_factory=lambda: {"image": 1.0, "audio": 1.0,
+                                                        "categorical": 100.0, "text": 20.0})
+    prior_hidden: int = 256                  # prior velocity MLP width
+    prior_depth: int = 4                     # prior velocity MLP residual blocks
+    prior_weight: float = 1.0                # weight of the prior's flow-matching loss
+    prior_detach: bool = True                # prior trains on detached latents and conditions
+    cond_drop: float = 0.3                   # probability the prior's condition is dropped
+    conditional_sampler: Literal["prior", "posterior"] = "prior"  # how generate() draws z given x
+    guidance: float = 2.0                    # classifier-free guidance weight of the prior sampler
+    prior_nfe: int = 32                      # ODE steps of the prior sampler
+    prior_solver: Literal["euler", "heun"] = "euler"
+    temperature: float = 1.0                 # decoder sampling temperature
+
+
+class Muni(nn.Module):
+    """The MUNI model: one network for every any-to-any task.
+
+    Args:
+        modalities: the dataset's modality declarations, in a fixed order.
+        cfg: the method's config.
+    """
+
+    method = "muni"
+
+    def __init__(self, modalities: dict[str, Modality], cfg: MuniConfig):
+        super().__init__()
+        self.modalities = dict(modalities)
+        self.names = list(modalities)
+        self.cfg = cfg
+        c = cfg.codec
+        self.encoders = nn.ModuleDict({n: build_encoder(m, c) for n, m in modalities.items()})
+        self.decoders = nn.ModuleDict({n: build_decoder(m, c, cfg.latent_dim) for n, m in modalities.items()})
+        self.aggregator = AGGREGATORS[cfg.aggregation](self.names, c.embed_dim, cfg.latent_dim, cfg.agg_hidden)
+        self.prior = FlowPrior(cfg.latent_dim, cond_dim=2 * cfg.latent_dim, hidden=cfg.prior_hidden,
+                               depth=cfg.prior_depth, cond_drop=cfg.cond_drop)
+        self.path = LinearPath()
+
+    # ------------------------------------------------------------------ posterior
+    def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encoder outputs ``{m: (B, embed_dim)}`` of the modalities present in `batch`."""
+        return {n: self.encoders[n](x) for n, x in batch.items()}
+
+    def posterior(self, h: dict[str, torch.Tensor], mask: torch.Tensor,
+                  detach: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moments of ``q(z | x_S)``: mask (B, M) marks S per sample; returns mu, logvar (B, d)."""
+        full = self._full_h(h, mask.shape[0])
+        return self.aggregator(full, mask, detach)
+
+    def _full_h(self, h: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
+        """Fill absent modalities with zeros so the aggregator sees every name (masked out)."""
+        ref = next(iter(h.values()))
+        return {n: h[n] if n in h else ref.new_zeros(b, ref.shape[1]) for n in self.names}
+
+    # ------------------------------------------------------------------ subsets
+    def sample_subsets(self, b: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Observed subsets S per sample, (B, M) bool, never empty.
+
+        ``uniform``: uniform over the 2^M - 1 non-empty subsets. ``weighted``: a third
+        singletons, a third leave-one-out sets, a third uniform.
+        """
+        m = len(self.names)
+        codes = torch.randint(1, 2 ** m, (b,), generator=generator)
+        mask = (codes[:, None] >> torch.arange(m)) & 1 == 1  # (B, M)
+        if self.cfg.subset_sampler == "weighted":
+            kind = torch.randint(0, 3, (b,), generator=generator)
+            pick = torch.randint(0, m, (b,), generator=generator)
+            one = nn.functional.one_hot(pick, m).bool()
+            mask = torch.where((kind == 0)[:, None], one, mask)
+            mask = torch.where((kind == 1)[:, None], ~one if m > 1 else one, mask)
+        return mask
+
+    def _prior_subsets(self, b: int) -> torch.Tensor:
+        """Subsets whose latents train the prior (route 3), (B, M) bool."""
+        m = len(self.names)
+        route = self.cfg.prior_route
+        if route == "full_set" or m == 1:
+            return torch.ones(b, m, dtype=torch.bool)
+        if route == "leave_one_out":
+            return ~nn.functional.one_hot(torch.randint(0, m, (b,)), m).bool()
+        return self.sample_subsets(b)  # all_subsets
+
+    # ------------------------------------------------------------------ objective
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The routed objective for one minibatch (all modalities observed in `batch`).
+
+        Returns ``{"loss": scalar, <term>: detached scalar, ...}``.
+        """
+        cfg = self.cfg
+        b = next(iter(batch.values())).shape[0]
+        h = self.encode(batch)                                   # {m: (B, E)}
+        mask = self.sample_subsets(b)                            # (B, M) observed subset S
+
+        # Route 1: one non-mixture posterior of the observed subset.
+        mu, logvar = self.posterior(h, mask)                     # (B, d) each
+        eps = torch.randn_like(mu)
+        z = mu + (0.5 * logvar).exp() * eps                      # (B, d)
+
+        terms: dict[str, torch.Tensor] = {}
+        total = z.new_zeros(())
+        for i, name in enumerate(self.names):
+            observed = mask[:, i]                                # (B,)
+            z_self = self._self_recon_latent(h, mask, i, z, eps)  # Route 2
+            z_in = torch.where(observed[:, None], z_self, z)     # (B, d)
+            per = self.decoders[name].loss(batch[name], z_in)    # (B,)
+            w = cfg.kind_weights.get(self.modalities[name].kind, 1.0)
+            cross = (per * ~observed).sum() / b
+            recon = (per * observed).sum() / b
+            total = total + w * (cross + recon)
+            terms[f"cross/{name}"] = cross.detach()
+            terms[f"self/{name}"] = recon.detach()
+
+        # Rate (minimality): beta * KL(q(z | x_S) || p).
+        rate = self._rate(z, mu, logvar)                         # (B,)
+        total = total + cfg.beta * rate.mean()
+        terms["rate"] = rate.mean().detach()
+
+        # Route 3: the prior learns from broad (leave-one-out) latents only, conditioned on the
+        # posterior of a random subset of that broad set (dropped with prob cond_drop).
+        prior_loss = self._prior_loss(h)
+        total = total + cfg.prior_weight * prior_loss
+        terms["prior"] = prior_loss.detach()
+        terms["loss"] = total
+        return terms
+
+    def _self_recon_latent(self, h, mask, i: int, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The latent decoder i reconstructs its own observed modality from (route 2)."""
+        mode = self.cfg.self_recon
+        if mode == "attached":
+            return z
+        if mode == "full_detach":
+            return z.detach()
+        detach = torch.zeros_like(mask)
+        detach[:, i] = True                                      # stop-gradient on h_i only
+        mu_t, logvar_t = self.posterior(h, mask, detach)
+        return mu_t + (0.5 * logvar_t).exp() * eps
+
+    def _rate(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Per-sample KL(q || p) estimate, (B,).
+
+        ``standard_normal``: closed form against N(0, I). ``flow_prior``: ``-H[q] + CE`` where
+        the cross-entropy ``-E_q log p_psi(z)`` is bounded, up to a constant, by the prior's
+        flow-matching error under the ELBO weighting of the linear path (Kingma et al. 2021,
+        Eq. 17; LSGM, Vahdat et al. 2021): with ``alpha_t = t, sigma_t = 1 - t`` the weight of
+        ``||v - u||^2`` is ``-SNR'(t) (1 - t)^2 / 2 = t / (1 - t)``, truncated at t <= 0.95.
+        Only the encoder receives this gradient: the prior's parameters are detached here, so
+        the prior itself is trained by route 3 alone.
+        """
+        if self.cfg.rate_target == "standard_normal":
+            return kl_normal(mu, logvar)
+        d = z.shape[1]
+        neg_entropy = -0.5 * (logvar + 1.0 + math.log(2 * math.pi)).sum(1)  # (B,)
+        t = torch.rand(z.shape[0], device=z.device) * 0.95
+        x0 = torch.randn_like(z)
+        zt = self.path.location(x0, z, t)
+        u = self.path.velocity(x0, z, t)
+        net = self.prior.net
+        params = {k: p.detach() for k, p in net.named_parameters()}
+        null = self.prior.null_cond.detach().expand(z.shape[0], -1)  # unconditional branch
+        v = functional_call(net, params, (zt, t, null))          # (B, d), no grad to the prior
+        weight = t / (1.0 - t)                                   # (B,)
+        ce = 0.5 * d * math.log(2 * math.pi) + 0.5 * weight * (v - u).pow(2).sum(1)
+        return neg_entropy + ce
+
+    def _prior_loss(self, h: dict[str, torch.Tensor]) -> torch.Tensor:
+        b = next(iter(h.values())).shape[0]
+        broad = self._prior_subsets(b)                           # (B, M)
+        if self.cfg.prior_detach:
+            h = {n: x.detach() for n, x in h.items()}
+        mu_b, logvar_b = self.posterior(h, broad)
+        z_b = mu_b + (0.5 * logvar_b).exp() * torch.randn_like(mu_b)  # (B, d)
+        # condition: posterior moments of a random non-empty subset of the broad set
+        keep = broad & (torch.rand(broad.shape) < 0.5)
+        empty = ~keep.any(1)
+        first = torch.argmax(broad.float(), dim=1)               # some member of the broad set
+        keep[empty, first[empty]] = True
+        mu_c, logvar_c = self.posterior(h, keep)
+        cond = torch.cat([mu_c, logvar_c], 1)                    # (B, 2d)
+        return self.prior.loss(z_b, cond=cond).mean()
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
+                 generator: torch.Generator | None = None, *, guidance: float | None = None,
+                 prior_nfe: int | None = None, decoder_nfe: int | None = None,
+                 temperature: float | None = None, conditional_sampler: str | None = None) -> dict[str, torch.Tensor]:
+        """Any-to-any generation (see `muni.methods.base`).
+
+        Empty `given`: ``z ~ p_psi(z)`` by ODE, every target decoded from the same z.
+        Otherwise ``conditional_sampler`` ``posterior`` draws ``z ~ q(z | x_given)``;
+        ``prior`` draws ``z`` from the prior conditioned on ``q(z | x_given)``'s moments with
+        classifier-free guidance weight `guidance`.
+        """
+        cfg = self.cfg
+        b = check_generate_args(self.modalities, given, targets, n)
+        sampler = conditional_sampler or cfg.conditional_sampler
+        if sampler not in ("prior", "posterior"):
+            from muni.errors import InputError
+            raise InputError(f"conditional_sampler must be 'prior' or 'posterior', got {sampler!r}")
+        w = cfg.guidance if guidance is None else guidance
+        nfe = prior_nfe or cfg.prior_nfe
+        device = next(self.parameters()).device
+        if not given:
+            z = self.prior.sample(b, cond=None, nfe=nfe, solver=cfg.prior_solver, generator=generator)
+        else:
+            given = {k: v.to(device) for k, v in given.items()}
+            h = self.encode(given)
+            mask = torch.tensor([n in given for n in self.names], device=device).expand(b, -1)
+            mu, logvar = self.posterior(h, mask)
+            if sampler == "posterior":
+                eps = torch.randn(mu.shape, generator=generator, device=device)
+                z = mu + (0.5 * logvar).exp() * eps
+            else:
+                cond = torch.cat([mu, logvar], 1)
+                z = self.prior.sample(b, cond=cond, guidance=w, nfe=nfe, solver=cfg.prior_solver,
+                                      generator=generator)
+        temp = cfg.temperature if temperature is None else temperature
+        return {t: self.decoders[t].sample(z, generator=generator, temperature=temp, nfe=decoder_nfe)
+                for t in targets}

@@ -1,0 +1,111 @@
+"""Explicit registries: methods and run presets, feeding the CLI's choices.
+
+A method is a model class with a ``method`` name and a config dataclass; it is built from the
+dataset's modalities and that config. A preset fixes the training budget and the backbone sizes
+per dataset, identical for every method so that tables compare like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from muni.config import apply_overrides, from_dict
+from muni.errors import CheckpointError, ConfigError
+from muni.methods.muni import Muni, MuniConfig
+from muni.modalities.base import Modality
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    model: type[nn.Module]
+    config: type
+    summary: str
+
+
+METHODS: dict[str, MethodSpec] = {
+    "muni": MethodSpec(Muni, MuniConfig, "MUNI: encoders, stochastic decoders, shared flow prior, routed objective"),
+}
+
+# Preset -> dataset -> (model overrides shared by every method, training overrides).
+# Overrides use the `--set` syntax of the CLI; `codec.*` keys exist in every method's config.
+PRESETS: dict[str, dict[str, dict[str, list[str]]]] = {
+    "quick": {
+        "polymnist-quadrant": {"model": [], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
+        "digits-ita": {"model": [], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
+    },
+    "paper": {
+        "polymnist-quadrant": {"model": ["codec.width=64", "codec.flow_width=64", "codec.embed_dim=256",
+                                         "latent_dim=64"],
+                               "train": ["steps=100000", "batch_size=256", "lr=5e-4"]},
+        "digits-ita": {"model": ["codec.width=64", "codec.flow_width=64", "codec.embed_dim=256",
+                                 "latent_dim=64"],
+                       "train": ["steps=100000", "batch_size=256", "lr=5e-4"]},
+    },
+}
+
+
+def method_spec(name: str) -> MethodSpec:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def model_config(method: str, dataset: str, preset: str, overrides: list[str] = ()) -> Any:
+    """The method's config for a dataset and preset, with user overrides applied last."""
+    spec = method_spec(method)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if dataset not in PRESETS[preset]:
+        raise ConfigError(f"preset {preset!r} has no entry for dataset {dataset!r}; "
+                          f"known: {', '.join(PRESETS[preset])}")
+    cfg = spec.config()
+    cfg = apply_overrides(cfg, [o for o in PRESETS[preset][dataset]["model"] if _has_key(cfg, o)])
+    return apply_overrides(cfg, list(overrides))
+
+
+def _has_key(cfg: Any, override: str) -> bool:
+    node = cfg
+    for part in override.split("=", 1)[0].split("."):
+        names = {f.name for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else set()
+        if part not in names:
+            return False
+        node = getattr(node, part)
+    return True
+
+
+def build_model(method: str, modalities: dict[str, Modality], cfg: Any) -> nn.Module:
+    spec = method_spec(method)
+    if not isinstance(cfg, spec.config):
+        raise ConfigError(f"method {method!r} expects a {spec.config.__name__}, got {type(cfg).__name__}")
+    return spec.model(modalities, cfg)
+
+
+def load_model(path: str | Path, *, ema: bool = True, expect_method: str | None = None) -> nn.Module:
+    """Rebuild a trained model from a checkpoint (directory or run directory); never unpickles.
+
+    The EMA weights are used when the checkpoint has them and `ema` is true.
+    """
+    from muni.training.checkpoint import load_checkpoint, load_state_into
+
+    ckpt = load_checkpoint(path, expect_method=expect_method)
+    meta = ckpt.meta
+    try:
+        method = meta["method"]
+        modalities = {d["name"]: Modality.from_json(d) for d in meta["modalities"]}
+        cfg = from_dict(method_spec(method).config, meta["model_config"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: checkpoint metadata lacks {e}; not a muni model checkpoint") from None
+    model = build_model(method, modalities, cfg)
+    try:
+        load_state_into(model, ckpt.model_state(ema=ema))
+    except CheckpointError as e:
+        raise CheckpointError(f"{ckpt.path}: {e}") from None
+    model.eval()
+    model.checkpoint_meta = meta
+    return model

@@ -1,0 +1,283 @@
+"""Tests of the modality codecs (muni.nn): shapes, gradients, sampling, closed forms, overfitting."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from muni.errors import ConfigError
+from muni.flow.paths import flow_matching_loss
+from muni.modalities.base import PAD_ID, Modality
+from muni.nn import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder, TextDecoder,
+                     build_decoder, build_encoder)
+from muni.nn.codecs import to_signed
+
+TINY = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, text_width=16, flow_nfe=4)
+LATENT = 12
+B = 4
+
+SPATIAL = [
+    Modality("rgb32", "image", (3, 32, 32)),
+    Modality("mnist", "image", (1, 28, 28)),
+    Modality("rgb64", "image", (3, 64, 64)),
+    Modality("mel", "audio", (1, 32, 64)),
+]
+LABEL = Modality("digit", "categorical", (), num_classes=10)
+TEXT = Modality("caption", "text", (10,), num_classes=13)
+
+
+def text_batch(lengths: list[int], length: int = 10, vocab: int = 13, seed: int = 0) -> torch.Tensor:
+    """Sequences ``[BOS, w_1..w_k, EOS, PAD..]`` with ``k = lengths[i]`` words drawn from 3..vocab-1."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((len(lengths), length), PAD_ID, dtype=torch.long)
+    x[:, 0] = BOS_ID
+    for i, k in enumerate(lengths):
+        x[i, 1:k + 1] = torch.randint(3, vocab, (k,), generator=g)
+        x[i, k + 1] = EOS_ID
+    return x
+
+
+def make_batch(m: Modality, n: int = B) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    if m.kind == "image":
+        return torch.rand(n, *m.shape, generator=g)
+    if m.kind == "audio":
+        return torch.rand(n, *m.shape, generator=g) * 2 - 1
+    if m.kind == "categorical":
+        return torch.randint(0, m.num_classes, (n,), generator=g)
+    return text_batch([1, 3, 8, 5][:n] + [2] * max(0, n - 4), m.shape[0], m.num_classes)
+
+
+def check_text_layout(x: torch.Tensor) -> None:
+    """Every row is ``[BOS, words (no BOS/PAD/EOS), EOS, PAD..]``."""
+    assert (x[:, 0] == BOS_ID).all()
+    for row in x.tolist():
+        end = row.index(EOS_ID)
+        assert all(t not in (PAD_ID, BOS_ID, EOS_ID) for t in row[1:end])
+        assert all(t == PAD_ID for t in row[end + 1:])
+
+
+def randomise_flow_output(dec: nn.Module) -> None:
+    """The flow output conv is zero-initialised; give it weights so gradients and samples move."""
+    if isinstance(dec, FlowDecoder):
+        nn.init.normal_(dec.net.out.weight, std=0.05)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
+    spin-waiting makes them many times slower; run this module single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CASES = [(m, kind) for m in SPATIAL for kind in ("flow", "gaussian")] + [(LABEL, None), (TEXT, None)]
+
+
+@pytest.mark.parametrize("modality,decoder", CASES, ids=lambda v: getattr(v, "name", v))
+def test_shapes_dtypes_and_gradients(modality: Modality, decoder: str | None) -> None:
+    cfg = dataclasses.replace(TINY, image_decoder=decoder or "flow", audio_decoder=decoder or "flow")
+    enc, dec = build_encoder(modality, cfg), build_decoder(modality, cfg, LATENT)
+    randomise_flow_output(dec)
+    head = nn.Linear(cfg.embed_dim, LATENT)
+    x = make_batch(modality)
+
+    h = enc(x)
+    assert h.shape == (B, cfg.embed_dim) and h.dtype == torch.float32
+    loss = dec.loss(x, head(h))
+    assert loss.shape == (B,) and torch.isfinite(loss).all()
+    loss.sum().backward()
+    for name, p in [*enc.named_parameters(), *dec.named_parameters()]:
+        assert p.grad is not None, name
+    assert all(p.grad.abs().sum() > 0 for p in enc.parameters() if p.dim() > 1)
+    assert sum(p.grad.abs().sum() for p in dec.parameters()) > 0
+
+    s = dec.sample(torch.randn(B, LATENT), generator=torch.Generator().manual_seed(0), nfe=2)
+    assert s.shape == x.shape and s.dtype == x.dtype
+    modality.check_batch(s, what="sample")
+    if modality.kind == "image":
+        assert 0.0 <= s.min() and s.max() <= 1.0
+    elif modality.kind == "audio":
+        assert -1.5 <= s.min() and s.max() <= 1.5
+    elif modality.kind == "text":
+        check_text_layout(s)
+
+
+@pytest.mark.parametrize("modality,decoder", [(SPATIAL[1], "flow"), (LABEL, None), (TEXT, None)],
+                         ids=lambda v: getattr(v, "name", v))
+def test_sampling_is_reproducible(modality: Modality, decoder: str | None) -> None:
+    torch.manual_seed(0)
+    dec = build_decoder(modality, TINY, LATENT)
+    randomise_flow_output(dec)
+    z = torch.randn(64, LATENT)
+    draw = lambda seed: dec.sample(z, generator=torch.Generator().manual_seed(seed), nfe=3)  # noqa: E731
+    assert torch.equal(draw(7), draw(7))
+    assert not torch.equal(draw(7), draw(8))
+
+
+def test_mean_decoder_is_deterministic() -> None:
+    cfg = dataclasses.replace(TINY, image_decoder="gaussian")
+    dec = build_decoder(SPATIAL[0], cfg, LATENT)
+    z = torch.randn(B, LATENT)
+    a = dec.sample(z, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, dec.sample(z, generator=torch.Generator().manual_seed(2)))
+    assert torch.allclose(a, dec.mean(z).clamp(0, 1))
+
+
+@pytest.mark.parametrize("likelihood", ["laplace", "gaussian"])
+@pytest.mark.parametrize("modality", [SPATIAL[1], SPATIAL[3]], ids=lambda m: m.name)
+def test_mean_decoder_nll_matches_torch_distributions(likelihood: str, modality: Modality) -> None:
+    cfg = dataclasses.replace(TINY, image_decoder="gaussian", audio_decoder="gaussian",
+                              likelihood=likelihood, likelihood_scale=0.3)
+    dec = build_decoder(modality, cfg, LATENT)
+    assert isinstance(dec, MeanDecoder)
+    x, z = make_batch(modality), torch.randn(B, LATENT)
+    mu = dec.mean(z)
+    dist = (torch.distributions.Laplace(mu, 0.3) if likelihood == "laplace"
+            else torch.distributions.Normal(mu, 0.3))
+    expected = -dist.log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(dec.loss(x, z), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_flow_loss_is_summed_over_dimensions() -> None:
+    """With the zero-initialised output (v = 0) the loss is ``sum_d (x1 - x0)_d^2`` on [-1, 1] data."""
+    m = SPATIAL[0]
+    dec = build_decoder(m, TINY, LATENT)
+    x, z = make_batch(m), torch.randn(B, LATENT)
+    torch.manual_seed(3)
+    loss = dec.loss(x, z)
+    torch.manual_seed(3)
+    x0 = torch.randn(x.shape)
+    expected = (to_signed(x, "image") - x0).pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(loss, expected)
+    torch.manual_seed(3)
+    mean_form = flow_matching_loss(dec.net, to_signed(x, "image"), reduce=False, z=z)
+    torch.testing.assert_close(loss, mean_form * x[0].numel())
+
+
+def two_targets(shape: tuple[int, int, int]) -> torch.Tensor:
+    """Two clearly different images: a bright top-left block vs. a bright bottom-right block."""
+    c, h, w = shape
+    x = torch.full((2, c, h, w), 0.1)
+    x[0, :, : h // 2, : w // 2] = 0.9
+    x[1, :, h // 2:, w // 2:] = 0.9
+    x[1, 0, 2:4, :] = 0.6
+    return x
+
+
+@pytest.mark.parametrize("decoder", ["flow", "gaussian"])
+def test_decoder_overfits_two_targets(decoder: str) -> None:
+    """Each of two fixed latents must decode to its own target, not the other one."""
+    torch.manual_seed(0)
+    m = Modality("img", "image", (1, 16, 16))
+    cfg = dataclasses.replace(TINY, image_decoder=decoder, flow_width=16, width=16, flow_nfe=16)
+    dec = build_decoder(m, cfg, LATENT)
+    targets = two_targets(m.shape)  # (2, 1, 16, 16)
+    codes = torch.randn(2, LATENT)
+    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    idx = torch.arange(64) % 2
+    for _ in range(300 if decoder == "flow" else 150):
+        loss = dec.loss(targets[idx], codes[idx]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s = dec.sample(codes[idx[:8]], generator=torch.Generator().manual_seed(0))  # (8, 1, 16, 16)
+    own = (s - targets[idx[:8]]).pow(2).flatten(1).mean(1)
+    other = (s - targets[1 - idx[:8]]).pow(2).flatten(1).mean(1)
+    assert own.max() < 0.01, own
+    assert (own * 10 < other).all(), (own, other)
+
+
+def test_flow_decoder_samples_both_modes_of_a_bimodal_target() -> None:
+    """Given one z with two equally likely targets, flow samples land on either target (both
+    appear), not on their average as a mean decoder's would."""
+    torch.manual_seed(0)
+    m = Modality("img", "image", (1, 16, 16))
+    dec = build_decoder(m, dataclasses.replace(TINY, flow_width=16, flow_nfe=16), LATENT)
+    targets = two_targets(m.shape)  # (2, 1, 16, 16)
+    z = torch.randn(1, LATENT).expand(64, -1)
+    idx = torch.arange(64) % 2
+    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = dec.loss(targets[idx], z).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s = dec.sample(z, generator=torch.Generator().manual_seed(0))  # (64, 1, 16, 16)
+    dist = torch.stack([(s - t).pow(2).flatten(1).mean(1) for t in targets], dim=1)  # (64, 2)
+    assert dist.min(1).values.max() < 0.02
+    assert torch.bincount(dist.argmin(1), minlength=2).min() >= 16
+    assert (s - targets.mean(0)).pow(2).flatten(1).mean(1).min() > 0.02
+
+
+def test_text_decoder_overfits_and_greedy_sample_reproduces_layout() -> None:
+    torch.manual_seed(0)
+    dec = build_decoder(TEXT, TINY, LATENT)
+    assert isinstance(dec, TextDecoder)
+    x = text_batch([1, 4, 8, 2, 6], TEXT.shape[0], TEXT.num_classes, seed=5)
+    z = torch.randn(len(x), LATENT)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    for _ in range(250):
+        loss = dec.loss(x, z).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.equal(dec.sample(z, temperature=0.0), x)
+
+
+def test_text_loss_and_encoder_ignore_padding() -> None:
+    """The same content padded to L = 10 or L = 14 gives the same embedding and loss (EOS counted)."""
+    torch.manual_seed(0)
+    long = Modality("caption", "text", (14,), num_classes=13)
+    enc_a, dec_a = build_encoder(TEXT, TINY), build_decoder(TEXT, TINY, LATENT)
+    enc_b, dec_b = build_encoder(long, TINY), build_decoder(long, TINY, LATENT)
+    enc_b.load_state_dict(enc_a.state_dict())
+    dec_b.load_state_dict(dec_a.state_dict())
+    xa = text_batch([1, 3, 8], 10)
+    xb = torch.cat([xa, torch.zeros(3, 4, dtype=torch.long)], dim=1)
+    z = torch.randn(3, LATENT)
+    torch.testing.assert_close(enc_a(xa), enc_b(xb))
+    torch.testing.assert_close(dec_a.loss(xa, z), dec_b.loss(xb, z))
+    # a sequence that is only [BOS, EOS] costs exactly -log p(EOS | BOS, z)
+    one = text_batch([0], 10)
+    logits, _ = dec_a._step(one[:, :1], dec_a.z_input(z[:1]), torch.tanh(dec_a.z_init(z[:1]))[None])
+    torch.testing.assert_close(dec_a.loss(one, z[:1]), -logits[:, 0].log_softmax(-1)[:, EOS_ID])
+
+
+def test_text_sample_without_eos_is_truncated_with_eos() -> None:
+    dec = build_decoder(TEXT, TINY, LATENT)
+    with torch.no_grad():
+        dec.head.bias[EOS_ID] = -1e4  # EOS never sampled before the last position
+    s = dec.sample(torch.randn(8, LATENT), generator=torch.Generator().manual_seed(0))
+    check_text_layout(s)
+    assert (s[:, -1] == EOS_ID).all()
+
+
+def test_categorical_temperature_zero_is_argmax_and_frequencies_follow_softmax() -> None:
+    torch.manual_seed(0)
+    dec = build_decoder(LABEL, TINY, LATENT)
+    assert isinstance(dec, LabelDecoder)
+    with torch.no_grad():
+        dec.net[-1].bias.copy_(torch.linspace(-2, 2, 10))
+    z = torch.randn(3, LATENT)
+    assert torch.equal(dec.sample(z, temperature=0.0), dec.logits(z).argmax(-1))
+    n = 20000
+    zz = z[:1].expand(n, -1)
+    for temperature in (1.0, 0.5):
+        s = dec.sample(zz, temperature=temperature, generator=torch.Generator().manual_seed(1))
+        freq = torch.bincount(s, minlength=10).float() / n
+        expected = torch.softmax(dec.logits(z[:1])[0] / temperature, -1).detach()
+        assert (freq - expected).abs().max() < 0.015, (freq, expected)
+    assert torch.allclose(dec.loss(torch.tensor([3]), z[:1]), -dec.logits(z[:1]).log_softmax(-1)[:, 3])
+
+
+def test_build_rejects_bad_shapes_and_names() -> None:
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        build_encoder(Modality("odd", "image", (3, 30, 30)), TINY)
+    with pytest.raises(ConfigError, match="image_decoder"):
+        build_decoder(SPATIAL[0], dataclasses.replace(TINY, image_decoder="diffusion"), LATENT)
