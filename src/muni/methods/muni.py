@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from muni.errors import InputError
 from muni.flow.paths import LinearPath
 from muni.flow.prior import FlowPrior
 from muni.methods.aggregation import AGGREGATORS, kl_normal
@@ -132,12 +133,34 @@ class Muni(nn.Module):
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The routed objective for one minibatch (all modalities observed in `batch`).
 
-        Returns ``{"loss": scalar, <term>: detached scalar, ...}``.
+        Draws the observed subsets S, computes `routed_terms` and sums them with the kind
+        weights. Returns ``{"loss": scalar, <term>: detached scalar, ...}``.
         """
         cfg = self.cfg
         b = next(iter(batch.values())).shape[0]
+        terms = self.routed_terms(batch, self.sample_subsets(b))
+        total = terms["rate"] * cfg.beta + terms["prior"] * cfg.prior_weight
+        for name in self.names:
+            w = cfg.kind_weights.get(self.modalities[name].kind, 1.0)
+            total = total + w * (terms[f"cross/{name}"] + terms[f"self/{name}"])
+        out = {k: v.detach() for k, v in terms.items()}
+        out["loss"] = total
+        return out
+
+    def routed_terms(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term of the objective, unweighted and attached to the graph.
+
+        Args:
+            batch: all modalities, ``{m: (B, ...)}``.
+            mask: observed subsets S, (B, M) bool.
+
+        Returns:
+            ``cross/<m>``: mean over the batch of ``L_m(x_m | z_S)`` where m is not in S;
+            ``self/<m>``: the same where m is in S, from the route-2 latent;
+            ``rate``: mean KL(q(z | x_S) || p) estimate; ``prior``: route-3 flow loss.
+        """
+        b = mask.shape[0]
         h = self.encode(batch)                                   # {m: (B, E)}
-        mask = self.sample_subsets(b)                            # (B, M) observed subset S
 
         # Route 1: one non-mixture posterior of the observed subset.
         mu, logvar = self.posterior(h, mask)                     # (B, d) each
@@ -145,30 +168,19 @@ class Muni(nn.Module):
         z = mu + (0.5 * logvar).exp() * eps                      # (B, d)
 
         terms: dict[str, torch.Tensor] = {}
-        total = z.new_zeros(())
         for i, name in enumerate(self.names):
             observed = mask[:, i]                                # (B,)
             z_self = self._self_recon_latent(h, mask, i, z, eps)  # Route 2
             z_in = torch.where(observed[:, None], z_self, z)     # (B, d)
             per = self.decoders[name].loss(batch[name], z_in)    # (B,)
-            w = cfg.kind_weights.get(self.modalities[name].kind, 1.0)
-            cross = (per * ~observed).sum() / b
-            recon = (per * observed).sum() / b
-            total = total + w * (cross + recon)
-            terms[f"cross/{name}"] = cross.detach()
-            terms[f"self/{name}"] = recon.detach()
+            terms[f"cross/{name}"] = (per * ~observed).sum() / b
+            terms[f"self/{name}"] = (per * observed).sum() / b
 
-        # Rate (minimality): beta * KL(q(z | x_S) || p).
-        rate = self._rate(z, mu, logvar)                         # (B,)
-        total = total + cfg.beta * rate.mean()
-        terms["rate"] = rate.mean().detach()
-
+        # Rate (minimality): KL(q(z | x_S) || p).
+        terms["rate"] = self._rate(z, mu, logvar).mean()
         # Route 3: the prior learns from broad (leave-one-out) latents only, conditioned on the
         # posterior of a random subset of that broad set (dropped with prob cond_drop).
-        prior_loss = self._prior_loss(h)
-        total = total + cfg.prior_weight * prior_loss
-        terms["prior"] = prior_loss.detach()
-        terms["loss"] = total
+        terms["prior"] = self._prior_loss(h)
         return terms
 
     def _self_recon_latent(self, h, mask, i: int, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -243,7 +255,6 @@ class Muni(nn.Module):
         b = check_generate_args(self.modalities, given, targets, n)
         sampler = conditional_sampler or cfg.conditional_sampler
         if sampler not in ("prior", "posterior"):
-            from muni.errors import InputError
             raise InputError(f"conditional_sampler must be 'prior' or 'posterior', got {sampler!r}")
         w = cfg.guidance if guidance is None else guidance
         nfe = prior_nfe or cfg.prior_nfe

@@ -1,0 +1,277 @@
+"""MUNI: gradient routing of every route on real autograd, the switches, generation, resume."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from muni.config import apply_overrides
+from muni.errors import InputError
+from muni.methods.muni import Muni, MuniConfig
+from muni.modalities.base import Modality
+from muni.nn import CodecConfig
+
+MODS = {
+    "a": Modality("a", "image", (1, 16, 16)),
+    "b": Modality("b", "image", (3, 16, 16)),
+    "c": Modality("c", "categorical", (), 5),
+}
+NAMES = list(MODS)
+
+
+def tiny_config(**kw) -> MuniConfig:
+    codec = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, flow_nfe=2)
+    return MuniConfig(latent_dim=4, codec=codec, agg_hidden=16, prior_hidden=16, prior_depth=1,
+                      prior_nfe=2, **kw)
+
+
+def tiny_batch(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"a": torch.rand(b, 1, 16, 16, generator=g), "b": torch.rand(b, 3, 16, 16, generator=g),
+            "c": torch.randint(0, 5, (b,), generator=g)}
+
+
+def model(**kw) -> Muni:
+    """A tiny MUNI whose zero-initialised layers (output layers, adaLN) are perturbed, so that
+    every path that may carry gradient does carry it at initialisation."""
+    torch.manual_seed(0)
+    m = Muni(MODS, tiny_config(**kw))
+    with torch.no_grad():
+        for p in m.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return m
+
+
+def encoder_grads(m: Muni, term: torch.Tensor) -> dict[str, float]:
+    """Gradient norm each encoder receives from one term of the objective."""
+    m.zero_grad(set_to_none=True)
+    term.backward()
+    return {n: sum(float(p.grad.abs().sum()) for p in m.encoders[n].parameters() if p.grad is not None)
+            for n in NAMES}
+
+
+def fixed_mask(rows: list[tuple[bool, ...]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+# S = {a, c} for every sample: a and c observed, b missing.
+MASK_AC = fixed_mask([(True, False, True)] * 6)
+
+
+@pytest.mark.parametrize("target", ["a", "c"])
+def test_target_detached_self_recon_gives_own_encoder_zero_gradient(target):
+    m = model(self_recon="target_detached")
+    terms = m.routed_terms(tiny_batch(), MASK_AC)
+    g = encoder_grads(m, terms[f"self/{target}"])
+    other = "c" if target == "a" else "a"
+    assert g[target] == 0.0, "encoder of the reconstructed modality must get no gradient"
+    assert g[other] > 0.0, "the other observed encoder must still be trained through route 2"
+    assert g["b"] == 0.0, "an unobserved encoder takes no part"
+
+
+def test_attached_self_recon_trains_own_encoder():
+    m = model(self_recon="attached")
+    g = encoder_grads(m, m.routed_terms(tiny_batch(), MASK_AC)["self/a"])
+    assert g["a"] > 0.0 and g["c"] > 0.0
+
+
+def test_full_detach_self_recon_trains_no_encoder_but_the_decoder():
+    m = model(self_recon="full_detach")
+    terms = m.routed_terms(tiny_batch(), MASK_AC)
+    g = encoder_grads(m, terms["self/a"])
+    assert g == {"a": 0.0, "b": 0.0, "c": 0.0}
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.decoders["a"].parameters())
+
+
+def test_cross_prediction_trains_observed_encoders_only():
+    m = model()
+    g = encoder_grads(m, m.routed_terms(tiny_batch(), MASK_AC)["cross/b"])
+    assert g["a"] > 0 and g["c"] > 0 and g["b"] == 0
+
+
+def test_terms_split_by_observed_mask():
+    m = model()
+    terms = m.routed_terms(tiny_batch(), MASK_AC)
+    assert float(terms["cross/a"].detach()) == 0.0 and float(terms["self/b"].detach()) == 0.0
+    assert float(terms["self/a"].detach()) > 0 and float(terms["cross/b"].detach()) > 0
+
+
+def _prior_param_grad(m: Muni, term: torch.Tensor) -> float:
+    m.zero_grad(set_to_none=True)
+    term.backward()
+    return sum(float(p.grad.abs().sum()) for p in m.prior.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("rate_target", ["standard_normal", "flow_prior"])
+def test_prior_parameters_learn_from_the_prior_route_only(rate_target):
+    m = model(rate_target=rate_target)
+    batch = tiny_batch()
+    for name in [f"cross/{n}" for n in NAMES] + [f"self/{n}" for n in NAMES] + ["rate"]:
+        terms = m.routed_terms(batch, MASK_AC)
+        assert _prior_param_grad(m, terms[name]) == 0.0, name
+    assert _prior_param_grad(m, m.routed_terms(batch, MASK_AC)["prior"]) > 0.0
+
+
+def test_flow_prior_rate_reaches_encoders_standard_normal_too():
+    for rate_target in ("flow_prior", "standard_normal"):
+        m = model(rate_target=rate_target)
+        g = encoder_grads(m, m.routed_terms(tiny_batch(), MASK_AC)["rate"])
+        assert g["a"] > 0 and g["c"] > 0 and g["b"] == 0, rate_target
+
+
+def test_flow_prior_rate_depends_on_the_prior():
+    """The flow_prior rate is -H[q] + CE with CE from the prior's velocity: changing the prior's
+    weights changes it; the standard_normal rate does not depend on the prior."""
+    batch = tiny_batch()
+    for rate_target, should_change in (("flow_prior", True), ("standard_normal", False)):
+        m = model(rate_target=rate_target)
+        torch.manual_seed(1)
+        r1 = m.routed_terms(batch, MASK_AC)["rate"]
+        with torch.no_grad():
+            for p in m.prior.net.parameters():
+                p.add_(0.5)
+        torch.manual_seed(1)
+        r2 = m.routed_terms(batch, MASK_AC)["rate"]
+        assert (not torch.allclose(r1, r2)) == should_change, rate_target
+
+
+@pytest.mark.parametrize("route,expected", [("leave_one_out", {2}), ("full_set", {3}), ("all_subsets", {1, 2, 3})])
+def test_prior_route_feeds_the_prior_the_claimed_subsets(route, expected, monkeypatch):
+    m = model(prior_route=route)
+    seen = []
+    original = m.posterior
+
+    def spy(h, mask, detach=None):
+        seen.append(mask.clone())
+        return original(h, mask, detach)
+
+    monkeypatch.setattr(m, "posterior", spy)
+    torch.manual_seed(0)
+    h = m.encode(tiny_batch(b=64))
+    m._prior_loss(h)
+    broad, cond = seen[0], seen[1]                    # latents, then the condition's subset
+    sizes = set(broad.sum(1).tolist())
+    assert sizes <= expected and (route == "all_subsets" or sizes == expected)
+    assert bool((cond & ~broad).any()) is False, "the condition must be a subset of the broad set"
+    assert bool(cond.any(1).all())
+
+
+def test_prior_detach_keeps_prior_loss_off_encoders():
+    m = model(prior_detach=True)
+    assert encoder_grads(m, m.routed_terms(tiny_batch(), MASK_AC)["prior"]) == {"a": 0.0, "b": 0.0, "c": 0.0}
+    m = model(prior_detach=False)
+    assert sum(encoder_grads(m, m.routed_terms(tiny_batch(), MASK_AC)["prior"]).values()) > 0
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "weighted"])
+def test_subset_sampler_never_empty_and_covers_all_subsets(sampler):
+    m = model(subset_sampler=sampler)
+    masks = m.sample_subsets(4000, torch.Generator().manual_seed(0))
+    assert masks.any(1).all()
+    codes = set((masks.long() * (2 ** torch.arange(3))).sum(1).tolist())
+    assert codes == set(range(1, 8))
+    if sampler == "weighted":  # singletons and leave-one-out sets over-represented
+        sizes = masks.sum(1)
+        assert float((sizes == 1).float().mean()) > 0.4 and float((sizes == 2).float().mean()) > 0.4
+
+
+@pytest.mark.parametrize("aggregation", ["set", "poe"])
+def test_loss_runs_and_backpropagates(aggregation):
+    m = model(aggregation=aggregation)
+    out = m.loss(tiny_batch())
+    assert out["loss"].requires_grad and torch.isfinite(out["loss"])
+    assert all(not v.requires_grad for k, v in out.items() if k != "loss")
+    out["loss"].backward()
+
+
+def _subsets():
+    for k in range(1, len(NAMES) + 1):
+        yield from itertools.combinations(NAMES, k)
+
+
+@pytest.mark.parametrize("sampler", ["prior", "posterior"])
+def test_generate_every_subset_and_target(sampler):
+    m = model(conditional_sampler=sampler).eval()
+    batch = tiny_batch(b=3)
+    for given_names in _subsets():
+        targets = [n for n in NAMES if n not in given_names] or ["a"]
+        out = m.generate({n: batch[n] for n in given_names}, targets, generator=torch.Generator().manual_seed(0))
+        assert sorted(out) == sorted(targets)
+        for t in targets:
+            MODS[t].check_batch(out[t])
+            assert out[t].shape[0] == 3
+    out = m.generate({}, NAMES, n=5, generator=torch.Generator().manual_seed(0))
+    assert {k: v.shape[0] for k, v in out.items()} == {"a": 5, "b": 5, "c": 5}
+    assert float(out["a"].min()) >= 0 and float(out["a"].max()) <= 1
+
+
+def test_generate_is_seed_deterministic():
+    m = model().eval()
+    given = {"c": torch.tensor([1, 2])}
+    o1 = m.generate(given, ["a", "b"], generator=torch.Generator().manual_seed(3))
+    o2 = m.generate(given, ["a", "b"], generator=torch.Generator().manual_seed(3))
+    o3 = m.generate(given, ["a", "b"], generator=torch.Generator().manual_seed(4))
+    assert torch.equal(o1["a"], o2["a"]) and torch.equal(o1["b"], o2["b"])
+    assert not torch.equal(o1["a"], o3["a"])
+
+
+@pytest.mark.parametrize("given,targets,n,match", [
+    ({"zz": torch.zeros(2)}, ["a"], None, "unknown modality 'zz'"),
+    ({"c": torch.tensor([1, 2])}, ["q"], None, "unknown modality 'q'"),
+    ({"a": torch.zeros(2, 1, 8, 8)}, ["c"], None, "modality 'a' has per-sample shape"),
+    ({"c": torch.tensor([7])}, ["a"], None, "modality 'c' has ids outside"),
+    ({}, ["a"], None, "needs n >= 1"),
+    ({"c": torch.tensor([1, 2]), "a": torch.zeros(3, 1, 16, 16)}, ["b"], None, "different batch sizes"),
+])
+def test_generate_rejects_bad_input_naming_it(given, targets, n, match):
+    with pytest.raises(InputError, match=match):
+        model().generate(given, targets, n=n)
+
+
+def test_config_switch_values_are_validated():
+    with pytest.raises(Exception, match="aggregation"):
+        apply_overrides(MuniConfig(), ["aggregation=mixture"])
+
+
+def _losses(run_dir) -> list[dict[str, str]]:
+    """log.csv rows without the wall-clock columns."""
+    import csv
+
+    with open(run_dir / "log.csv") as f:
+        return [{k: v for k, v in row.items() if k not in ("time_s", "samples_per_s")} for row in csv.DictReader(f)]
+
+
+def test_checkpoint_round_trip_and_exact_resume(tmp_path):
+    from muni.data.base import MultimodalDataset
+    from muni.registry import load_model
+    from muni.training import TrainConfig, train
+
+    g = torch.Generator().manual_seed(0)
+    n = 24
+    ds = MultimodalDataset("tiny", "train", MODS, {
+        "a": (torch.rand(n, 1, 16, 16, generator=g) * 255).to(torch.uint8),
+        "b": (torch.rand(n, 3, 16, 16, generator=g) * 255).to(torch.uint8),
+        "c": torch.randint(0, 5, (n,), generator=g)})
+    meta = {"method": "muni", "model_config": __import__("muni.config", fromlist=["to_dict"]).to_dict(tiny_config()),
+            "modalities": [m.to_json() for m in MODS.values()]}
+    cfg = TrainConfig(steps=4, batch_size=8, ckpt_every=2, log_every=1, num_threads=1, ema_decay=0.9)
+
+    full = model()
+    train(full, ds, cfg, tmp_path / "full", meta=meta, progress=False)
+    part = model()
+    train(part, ds, apply_overrides(cfg, ["steps=2"]), tmp_path / "part", meta=meta, progress=False)
+    resumed = model()
+    train(resumed, ds, cfg, tmp_path / "part", resume=True, meta=meta, progress=False)
+    for (k, v), (_, w) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
+
+    loaded = load_model(tmp_path / "full", ema=False)
+    for (k, v), (_, w) in zip(full.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(v, w), k
+    o1 = loaded.generate({"c": torch.tensor([1])}, ["a"], generator=torch.Generator().manual_seed(0))
+    o2 = full.eval().generate({"c": torch.tensor([1])}, ["a"], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(o1["a"], o2["a"])
