@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from muni.config import apply_overrides, from_dict
 from muni.errors import CheckpointError, ConfigError
+from muni.methods.jointflow import JointFlow, JointFlowConfig
 from muni.methods.muni import Muni, MuniConfig
 from muni.modalities.base import Modality
 
@@ -29,21 +30,23 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "muni": MethodSpec(Muni, MuniConfig, "MUNI: encoders, stochastic decoders, shared flow prior, routed objective"),
+    "jointflow": MethodSpec(JointFlow, JointFlowConfig,
+                            "MMGen/UniDiffuser-style decoupled joint flow over frozen per-modality latents"),
 }
 
 # Preset -> dataset -> (model overrides shared by every method, training overrides).
 # Overrides use the `--set` syntax of the CLI; `codec.*` keys exist in every method's config.
 PRESETS: dict[str, dict[str, dict[str, list[str]]]] = {
     "quick": {
-        "polymnist-quadrant": {"model": [], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
-        "digits-ita": {"model": [], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
+        "polymnist-quadrant": {"model": ["ae_steps=1500"], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
+        "digits-ita": {"model": ["ae_steps=1500"], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
     },
     "paper": {
         "polymnist-quadrant": {"model": ["codec.width=64", "codec.flow_width=64", "codec.embed_dim=256",
-                                         "latent_dim=64"],
+                                         "latent_dim=64", "ae_steps=50000"],
                                "train": ["steps=100000", "batch_size=256", "lr=5e-4"]},
         "digits-ita": {"model": ["codec.width=64", "codec.flow_width=64", "codec.embed_dim=256",
-                                 "latent_dim=64"],
+                                 "latent_dim=64", "ae_steps=50000"],
                        "train": ["steps=100000", "batch_size=256", "lr=5e-4"]},
     },
 }
