@@ -17,7 +17,11 @@ import torch.nn as nn
 from muni.config import apply_overrides, from_dict
 from muni.errors import CheckpointError, ConfigError
 from muni.methods.jointflow import JointFlow, JointFlowConfig
+from muni.methods.helvae import HELVAE, HELVAEConfig
+from muni.methods.mmvae import MMVAE, MMVAEConfig
+from muni.methods.mopoe import MoPoE, MoPoEConfig
 from muni.methods.muni import Muni, MuniConfig
+from muni.methods.mvae import MVAE, MVAEConfig
 from muni.modalities.base import Modality
 
 
@@ -30,6 +34,10 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "muni": MethodSpec(Muni, MuniConfig, "MUNI: encoders, stochastic decoders, shared flow prior, routed objective"),
+    "mvae": MethodSpec(MVAE, MVAEConfig, "MVAE (Wu & Goodman 2018): PoE posterior, sub-sampled ELBO"),
+    "mmvae": MethodSpec(MMVAE, MMVAEConfig, "MMVAE (Shi et al. 2019): MoE posterior, stratified ELBO / DReG"),
+    "mopoe": MethodSpec(MoPoE, MoPoEConfig, "MoPoE (Sutter et al. 2021): mixture of subset PoEs"),
+    "helvae": MethodSpec(HELVAE, HELVAEConfig, "HELVAE (Vo & Valera 2026): Hölder (alpha=0.5) pooled posterior"),
     "jointflow": MethodSpec(JointFlow, JointFlowConfig,
                             "MMGen/UniDiffuser-style decoupled joint flow over frozen per-modality latents"),
 }

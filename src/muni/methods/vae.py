@@ -1,0 +1,159 @@
+"""What the four posterior-based multimodal VAE baselines (MVAE, MMVAE, MoPoE, HELVAE) share.
+
+`MultimodalVAE` holds, per modality ``m``, the codec encoder ``e_m`` (`muni.nn.build_encoder`),
+a linear Gaussian head ``h_m -> (mu_m, logvar_m)`` (the unimodal expert ``q_m(z | x_m)``) and
+the decoder ``p_m(x_m | z)`` (`muni.nn.build_decoder`), plus the per-modality likelihood
+weights. It implements `generate` once: conditional generation samples ``z`` from the method's
+posterior of the given subset (`posterior_sample`, the one hook each method defines) and
+decodes every target from that one ``z``; unconditional generation decodes ``z ~ N(0, I)``.
+Each method's objective lives in its own file and reads top to bottom in its ``loss``.
+
+Likelihood weights (``rescale``):
+- ``"numel"`` (default): the rule of the MMVAE and MoPoE code for modalities of different
+  sizes, ``w_m = max_k n_k / n_m`` with ``n_m`` the size of one sample (pixels; one-hot
+  size ``num_classes`` for a label, ``L * vocab`` for text), so every modality's NLL sum
+  weighs like the largest one's (MoPoE ``set_rec_weights``; MMVAE ``llik_scaling``). With
+  equal-size modalities (PolyMNIST) every weight is 1, as in both papers' PolyMNIST runs.
+- ``"kind"``: ``w_m = kind_weights[kind]`` (as MUNI weighs its terms), for like-for-like runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from muni.errors import ConfigError, InputError
+from muni.methods.base import check_generate_args
+from muni.modalities.base import Modality
+from muni.nn import CodecConfig, build_decoder, build_encoder
+
+Rescale = Literal["numel", "kind"]
+LOGVAR_BOUND = 8.0  # expert log-variances are squashed into (-8, 8)
+
+
+def vae_codec() -> CodecConfig:
+    """Codec defaults of the VAE baselines: mean decoders with the fixed-scale Laplace
+    likelihood (scale 0.75) of the MMVAE / MoPoE PolyMNIST code."""
+    return CodecConfig(image_decoder="gaussian", audio_decoder="gaussian", likelihood="laplace",
+                       likelihood_scale=0.75)
+
+
+def default_kind_weights() -> dict[str, float]:
+    return {"image": 1.0, "audio": 1.0, "categorical": 100.0, "text": 20.0}
+
+
+def sample_size(m: Modality) -> int:
+    """Size ``n_m`` of one sample for the ``numel`` rescaling (one-hot size for discrete kinds)."""
+    n = math.prod(m.shape) if m.shape else 1
+    return n * int(m.num_classes) if m.is_discrete else n
+
+
+def likelihood_weights(modalities: dict[str, Modality], rescale: str,
+                       kind_weights: dict[str, float]) -> dict[str, float]:
+    """Per-modality weights ``w_m`` of the reconstruction terms (see the module docstring)."""
+    if rescale == "numel":
+        sizes = {n: sample_size(m) for n, m in modalities.items()}
+        top = max(sizes.values())
+        return {n: top / s for n, s in sizes.items()}
+    if rescale == "kind":
+        return {n: float(kind_weights.get(m.kind, 1.0)) for n, m in modalities.items()}
+    raise ConfigError(f"rescale={rescale!r} is not one of numel, kind")
+
+
+class MultimodalVAE(nn.Module):
+    """Encoders, Gaussian expert heads, decoders and `generate` of a posterior-based VAE.
+
+    Subclasses set ``method``, write ``loss(batch, generator=None)`` and
+    ``posterior_sample(mu, logvar, mask, generator)``. The config needs ``latent_dim``,
+    ``codec``, ``rescale``, ``kind_weights`` and ``temperature``.
+    """
+
+    method = ""
+
+    def __init__(self, modalities: dict[str, Modality], cfg) -> None:
+        super().__init__()
+        if not modalities:
+            raise ConfigError("a multimodal VAE needs at least one modality")
+        self.modalities = dict(modalities)
+        self.names = list(modalities)
+        self.cfg = cfg
+        c, d = cfg.codec, cfg.latent_dim
+        self.encoders = nn.ModuleDict({n: build_encoder(m, c) for n, m in modalities.items()})
+        self.heads = nn.ModuleDict({n: nn.Linear(c.embed_dim, 2 * d) for n in self.names})
+        self.decoders = nn.ModuleDict({n: build_decoder(m, c, d) for n, m in modalities.items()})
+        self.weights = likelihood_weights(self.modalities, cfg.rescale, cfg.kind_weights)
+
+    # ------------------------------------------------------------------ posterior
+    def experts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unimodal Gaussian experts ``q_m(z | x_m)`` in `names` order.
+
+        Returns
+        -------
+        mu, logvar : Tensor, shape (M, B, d)
+            Zeros for modalities absent from `batch`.
+        mask : Tensor, shape (M, B), bool
+            Which modalities are present.
+        """
+        ref = next(iter(batch.values()))
+        b, d = ref.shape[0], self.cfg.latent_dim
+        device = next(self.parameters()).device
+        mus, logvars = [], []
+        for n in self.names:
+            if n in batch:
+                mu, raw = self.heads[n](self.encoders[n](batch[n])).chunk(2, dim=-1)  # (B, d) each
+                logvar = LOGVAR_BOUND * torch.tanh(raw / LOGVAR_BOUND)  # soft clamp to (-8, 8)
+            else:
+                mu = logvar = torch.zeros(b, d, device=device)
+            mus.append(mu)
+            logvars.append(logvar)
+        mask = torch.tensor([n in batch for n in self.names], device=device)[:, None].expand(-1, b)
+        return torch.stack(mus), torch.stack(logvars), mask  # (M, B, d), (M, B, d), (M, B)
+
+    def posterior_sample(self, mu: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """One ``z ~ q(z | x_S)`` per sample, (B, d), from the experts (M, B, d) and mask (M, B)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ likelihood
+    def nll(self, name: str, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Weighted ``-w_m log p_m(x | z)`` for latents ``z`` (..., B, d) sharing the targets ``x`` (B, ...).
+
+        Every leading slice of `z` is decoded against the same `x`; returns (..., B).
+        """
+        lead = z.shape[:-1]  # (..., B)
+        reps = math.prod(lead[:-1])
+        xr = x.repeat(reps, *([1] * (x.dim() - 1)))  # (reps * B, ...)
+        out = self.decoders[name].loss(xr, z.reshape(-1, z.shape[-1]))  # (reps * B,)
+        return self.weights[name] * out.view(lead)
+
+    def check_full(self, batch: dict[str, torch.Tensor]) -> int:
+        """Training batches hold every modality; return the batch size."""
+        missing = [n for n in self.names if n not in batch]
+        if missing:
+            raise InputError(f"{self.method}.loss needs every modality in the batch; missing {missing}")
+        return batch[self.names[0]].shape[0]
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
+                 generator: torch.Generator | None = None, *, temperature: float | None = None,
+                 decoder_nfe: int | None = None) -> dict[str, torch.Tensor]:
+        """Any-to-any generation (see `muni.methods.base`).
+
+        Empty `given`: ``z ~ N(0, I)``. Otherwise ``z ~ q(z | x_given)`` (`posterior_sample`).
+        Every target is decoded from the same ``z`` with ``decoder.sample``.
+        """
+        b = check_generate_args(self.modalities, given, targets, n)
+        device = next(self.parameters()).device
+        d = self.cfg.latent_dim
+        if not given:
+            z = torch.randn((b, d), generator=generator, device=device)  # (B, d)
+        else:
+            mu, logvar, mask = self.experts({k: v.to(device) for k, v in given.items()})
+            z = self.posterior_sample(mu, logvar, mask, generator)  # (B, d)
+        temp = self.cfg.temperature if temperature is None else temperature
+        return {t: self.decoders[t].sample(z, generator=generator, temperature=temp, nfe=decoder_nfe)
+                for t in targets}
