@@ -11,7 +11,9 @@ Works under ``torchrun --nproc_per_node N -m muni train ...`` (DDP; rank 0 write
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,12 +60,34 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 def resolve(method: str, dataset: str, preset: str, seed: int, overrides: list[str]):
-    """The model config and `TrainConfig` of a run, presets first, overrides last."""
+    """The model config and `TrainConfig` of a run, presets first, overrides last.
+
+    A bad override is a `ConfigError` naming the whole ``--set`` item.
+    """
     model_over, train_over = split_overrides(overrides)
-    mcfg = model_config(method, dataset, preset, model_over)
-    tcfg = apply_overrides(TrainConfig(seed=seed), PRESETS[preset][dataset]["train"] + train_over)
+    mcfg = model_config(method, dataset, preset)
+    tcfg = apply_overrides(TrainConfig(seed=seed), PRESETS[preset][dataset]["train"])
+    for prefix, items in (("model", model_over), ("train", train_over)):
+        for item in items:
+            try:
+                if prefix == "model":
+                    mcfg = apply_overrides(mcfg, [item])
+                else:
+                    tcfg = apply_overrides(tcfg, [item])
+            except ConfigError as e:
+                raise ConfigError(f"--set {prefix}.{item}: {e}") from None
     tcfg.check()
     return mcfg, tcfg
+
+
+def build_checked(method: str, modalities, mcfg, device="cpu", overrides: list[str] = ()):
+    """`build_model`, with a config the backbones cannot be built from reported as `ConfigError`."""
+    try:
+        return build_model(method, modalities, mcfg).to(device)
+    except (ValueError, RuntimeError, ZeroDivisionError) as e:
+        model_over = [o for o in overrides if o.startswith("model.")]
+        hint = f"check --set {' '.join(model_over)}" if model_over else "check the preset"
+        raise ConfigError(f"cannot build {method} with this model config ({e}); {hint}") from None
 
 
 def run_meta(method: str, dataset: str, preset: str, data_seed: int, modalities, mcfg) -> dict:
@@ -73,20 +97,33 @@ def run_meta(method: str, dataset: str, preset: str, data_seed: int, modalities,
 
 def cmd_train(args) -> int:
     mcfg, tcfg = resolve(args.method, args.dataset, args.preset, args.seed, args.overrides)
+    for flag, v in (("--seed (train.seed)", tcfg.seed), ("--data-seed", args.data_seed)):
+        if not 0 <= v < 2 ** 63:  # torch / numpy seeds; checked before any work
+            raise ConfigError(f"{flag} must be in 0..2**63-1, got {v}")
     if args.minutes is not None:
         tcfg = apply_overrides(tcfg, [f"minutes={args.minutes}"])
+        try:
+            tcfg.check()
+        except ConfigError:
+            raise ConfigError(f"--minutes must be >= 0, got {args.minutes}") from None
     out = Path(args.out or f"runs/{args.method}-{args.dataset}-{args.preset}-s{args.seed}")
+    modalities = dataset_modalities(args.dataset, args.preset)
+    with torch.device("meta"), warnings.catch_warnings():  # validates the model config in
+        warnings.simplefilter("ignore")                      # milliseconds, allocates nothing
+        build_checked(args.method, modalities, mcfg, "meta", args.overrides)
     if args.dry_run:
         print(json.dumps({"method": args.method, "dataset": args.dataset, "preset": args.preset,
                           "out": str(out), "model": to_dict(mcfg), "train": to_dict(tcfg)}, indent=2))
         return 0
+    if os.environ.get("RANK", "0") == "0":  # the rank that will write (before dist.setup)
+        from muni.cli import check_out_dir
+        check_out_dir(out)  # before the data loads and the model builds
     device = dist.setup()
     try:
         train_set = load_dataset(args.dataset, "train", args.preset, args.data_seed, args.data_dir)
         test_set = load_dataset(args.dataset, "test", args.preset, args.data_seed, args.data_dir)
-        modalities = dataset_modalities(args.dataset, args.preset)
         torch.manual_seed(args.seed)  # model init
-        model = build_model(args.method, modalities, mcfg).to(device)
+        model = build_checked(args.method, modalities, mcfg, device, args.overrides)
         meta = run_meta(args.method, args.dataset, args.preset, args.data_seed, modalities, mcfg)
         if dist.is_main():
             n_params = sum(p.numel() for p in model.parameters())
@@ -102,13 +139,23 @@ def cmd_train(args) -> int:
             summary = {"steps_done": result.steps_done, "wall_time_s": round(time.time() - t0, 1),
                        "train_wall_time_s": round(result.wall_time_s, 1),
                        "samples_per_s": round(result.samples_per_s, 1), "stopped_reason": result.stopped_reason,
-                       "final_losses": result.final_losses}
+                       "peak_rss_mib": round(peak_rss_mib(), 1), "final_losses": result.final_losses}
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
             print(f"done: {result.steps_done} steps, {result.samples_per_s:.0f} samples/s "
                   f"({result.stopped_reason}); samples in {out / 'samples' / 'final'}")
     finally:
         dist.cleanup()
     return 0
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (CPU); peak CUDA memory is added when used."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    if torch.cuda.is_available():
+        rss += torch.cuda.max_memory_allocated() / 2 ** 20
+    return rss
 
 
 class SampleSheets:
