@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
+from pathlib import Path
 
-from muni.errors import MuniError
+from muni.errors import InputError, MuniError
 
 # command name -> module under muni.commands exposing `add_parser(subparsers)`; each parser
 # sets `func(args) -> int`.
@@ -34,6 +37,27 @@ def _exit(msg: str):
     raise SystemExit(2)
 
 
+def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Raise `InputError` when `path` cannot become a writable directory; creates nothing.
+
+    Commands call it before loading data or models, so a typo'd or read-only output path is
+    reported in a second, not after the expensive part.
+    """
+    folder = Path(path)
+    if folder.exists():
+        if not folder.is_dir():
+            raise InputError(f"{flag} {str(folder)!r}: exists and is not a directory")
+        existing = folder
+    else:
+        existing = folder.absolute().parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InputError(f"{flag} {str(folder)!r}: {str(existing)!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {str(folder)!r}: {str(existing)!r} is not writable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from muni import __version__
 
@@ -53,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse's own message joins them with spaces: an empty or blank token vanishes
+        parser.error("unrecognized arguments: " + " ".join(
+            t if t and t.isprintable() and shlex.quote(t) == t else repr(t) for t in extra))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

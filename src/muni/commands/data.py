@@ -8,14 +8,26 @@ from pathlib import Path
 
 import torch
 
+from muni.errors import InputError
 from muni.data import DATASETS, PRESETS, get_spec, load_dataset
 from muni.modalities.writers import sample_sheet, write_batch
+
+
+def _seed(text: str) -> int:
+    """argparse type: a dataset seed numpy accepts (0 <= seed < 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {value}")
+    return value
 
 
 def _common(p: argparse.ArgumentParser, split: bool = False) -> None:
     p.add_argument("dataset", choices=list(DATASETS), help="dataset name")
     p.add_argument("--preset", default="quick", choices=PRESETS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--data-dir", default=None, help="raw data directory (default: $MUNI_DATA_DIR)")
     if split:
         p.add_argument("--split", default="test", choices=("train", "test"))
@@ -52,6 +64,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_show(args) -> int:
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
     ds = _load(args, args.split)
     idx = torch.arange(min(args.n, len(ds)))
     batch = ds.batch(idx)

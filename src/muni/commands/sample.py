@@ -11,12 +11,14 @@ Every bad argument is one clear error (exit 2); nothing is written before all in
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from muni.errors import InputError
+from muni.errors import InputError, MuniError
 from muni.modalities.base import Modality
 
 
@@ -61,7 +63,10 @@ def parse_value(m: Modality, value: str) -> torch.Tensor:
         unknown = [w for w in split_words(value) if w not in vocab]
         if unknown:
             raise InputError(f"{m.name}: words not in the vocabulary: {', '.join(unknown)}")
-        ids = encode(value, vocab, m.shape[0])
+        try:
+            ids = encode(value, vocab, m.shape[0])
+        except InputError as e:  # too long: name the modality
+            raise InputError(f"{m.name}: {e}") from None
         assert UNK_ID not in ids
         return torch.from_numpy(ids)
     path = Path(value)
@@ -73,7 +78,7 @@ def parse_value(m: Modality, value: str) -> torch.Tensor:
         try:
             img = Image.open(path)
             img = img.convert("RGB" if m.shape[0] == 3 else "L")
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise InputError(f"{m.name}={value!r}: not a readable image ({e})") from None
         if (img.height, img.width) != tuple(m.shape[1:]):
             raise InputError(f"{m.name}={value!r}: image is {img.width}x{img.height}, "
@@ -88,7 +93,7 @@ def parse_value(m: Modality, value: str) -> torch.Tensor:
 
         try:
             rate, wave = wavfile.read(path)
-        except (ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 -- scipy raises ValueError, struct.error, ... on junk
             raise InputError(f"{m.name}={value!r}: not a readable WAV file ({e})") from None
         if rate != m.params["sample_rate"]:
             raise InputError(f"{m.name}={value!r}: sample rate {rate} Hz, this model needs "
@@ -97,6 +102,8 @@ def parse_value(m: Modality, value: str) -> torch.Tensor:
             raise InputError(f"{m.name}={value!r}: expected a mono WAV, got {wave.shape[1]} channels")
         if np.issubdtype(wave.dtype, np.integer):
             wave = wave.astype(np.float32) / np.iinfo(wave.dtype).max
+        elif not np.issubdtype(wave.dtype, np.floating) or not np.isfinite(wave).all():
+            raise InputError(f"{m.name}={value!r}: WAV samples must be finite numbers")
         return log_mel(fix_length([wave.astype(np.float32)], num_samples(m.params)), m.params)[0]
     raise InputError(f"{m.name}: cannot parse a value of kind {m.kind}")
 
@@ -116,12 +123,29 @@ def parse_given(items: list[str], modalities: dict[str, Modality], n: int) -> di
     return given
 
 
+def check_options(args) -> None:
+    """Refuse out-of-range numeric options before anything is loaded or written."""
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
+    for flag, v in (("--prior-nfe", args.prior_nfe), ("--decoder-nfe", args.decoder_nfe)):
+        if v is not None and v < 1:
+            raise InputError(f"{flag} must be >= 1, got {v}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise InputError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise InputError(f"--guidance must be a finite number, got {args.guidance}")
+    if not -2 ** 63 <= args.seed < 2 ** 64:
+        raise InputError(f"--seed must be in [-2**63, 2**64), got {args.seed}")
+
+
 def cmd_sample(args) -> int:
+    from muni.cli import check_out_dir
     from muni.modalities.writers import sample_sheet, write_batch
     from muni.registry import load_model
 
-    if args.n < 1:
-        raise InputError(f"--n must be >= 1, got {args.n}")
+    check_options(args)
+    folder = Path(args.out)
+    check_out_dir(folder)  # before the checkpoint loads; nothing is created until the end
     model = load_model(args.checkpoint, ema=not args.no_ema)
     mods = model.modalities
     given = {} if args.unconditional else parse_given(args.given, mods, args.n)
@@ -136,13 +160,18 @@ def cmd_sample(args) -> int:
         raise InputError(f"options {', '.join(kwargs)} apply to MUNI checkpoints only")
     g = torch.Generator().manual_seed(args.seed)
     out = model.generate(given, targets, n=None if given else args.n, generator=g, **kwargs)
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [sample_sheet({**given, **out}, mods, folder / "sheet.png")]
-    for name, x in out.items():
-        files += write_batch(mods[name], x, folder, name)
-    (folder / "sample.json").write_text(json.dumps({
-        "checkpoint": str(args.checkpoint), "given": args.given or [], "targets": targets,
-        "n": args.n, "seed": args.seed, "options": kwargs}, indent=2))
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        files = [sample_sheet({**given, **out}, mods, folder / "sheet.png")]
+        for name, x in out.items():
+            files += write_batch(mods[name], x, folder, name)
+        (folder / "sample.json").write_text(json.dumps({
+            "checkpoint": str(args.checkpoint), "given": args.given or [], "targets": targets,
+            "n": args.n, "seed": args.seed, "options": kwargs}, indent=2))
+    except OSError as e:  # disk full, permissions changed under us, ...
+        if created:  # leave no half-written sample folder behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise MuniError(f"--out {str(folder)!r}: could not write the samples: {e.strerror or e}") from None
     print(f"wrote {len(files)} files to {folder}")
     return 0

@@ -75,7 +75,7 @@ def resolve(method: str, dataset: str, preset: str, seed: int, overrides: list[s
                 else:
                     tcfg = apply_overrides(tcfg, [item])
             except ConfigError as e:
-                raise ConfigError(f"--set {prefix}.{item}: {e}") from None
+                raise ConfigError(f"--set {prefix + '.' + item!r}: {e}") from None
     tcfg.check()
     return mcfg, tcfg
 

@@ -42,6 +42,9 @@ def check_generate_args(modalities: dict[str, Modality], given: dict[str, torch.
         raise InputError(f"targets must be a list of modality names, got {targets!r}")
     if not targets:
         raise InputError("targets is empty: name at least one modality to generate")
+    bad = [t for t in targets if not isinstance(t, str)]
+    if bad:
+        raise InputError(f"targets must be modality names (strings), got {bad[0]!r}")
     check_modality_names(given, modalities, what="given")
     check_modality_names(targets, modalities, what="targets")
     if len(set(targets)) != len(targets):

@@ -69,6 +69,9 @@ class Modality:
         """Raise `InputError` naming this modality when `x` is not a batch in model format."""
         if not isinstance(x, torch.Tensor):
             raise InputError(f"{what} for modality {self.name!r} must be a tensor, got {type(x).__name__}")
+        if x.dim() != len(self.shape) + 1:
+            raise InputError(f"{what} for modality {self.name!r} must be batch-first with shape "
+                             f"(B, {', '.join(map(str, self.shape))}), got shape {tuple(x.shape)}")
         if tuple(x.shape[1:]) != tuple(self.shape):
             raise InputError(
                 f"{what} for modality {self.name!r} has per-sample shape {tuple(x.shape[1:])}, "
@@ -80,8 +83,10 @@ class Modality:
             if x.numel() and (int(x.min()) < 0 or int(x.max()) >= int(self.num_classes)):
                 raise InputError(
                     f"{what} for modality {self.name!r} has ids outside [0, {self.num_classes - 1}]")
-        elif not x.is_floating_point():
-            raise InputError(f"{what} for modality {self.name!r} must be a float tensor, got {x.dtype}")
+        elif x.dtype != torch.float32:
+            raise InputError(f"{what} for modality {self.name!r} must be a float32 tensor, got {x.dtype}")
+        elif x.numel() and not bool(torch.isfinite(x).all()):
+            raise InputError(f"{what} for modality {self.name!r} contains NaN or infinite values")
 
 
 def check_modality_names(names, modalities: dict[str, Modality], *, what: str) -> None:

@@ -79,7 +79,7 @@ class TrainConfig:
     def check(self) -> None:
         """Raise `ConfigError` naming the first out-of-range field."""
         rules = [("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
-                 ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                 ("lr", 0 < self.lr < float("inf"), "a finite number > 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
                  ("betas", all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2,
                   "two numbers in [0, 1)"),
                  ("warmup_steps", self.warmup_steps >= 0, ">= 0"),

@@ -1,0 +1,279 @@
+"""Evaluation classifiers: small nets trained on the real train split, scored on the test split.
+
+One net per non-label modality, one head per content factor it carries:
+- image: a small CNN with digit (10) and quadrant (4) heads; the conv features are flattened,
+  not pooled, so the position (quadrant) survives;
+- text: token embedding + 1-D convolution + max-pooling over time, digit and quadrant heads;
+  where the dataset has a deterministic caption parser, `predict` uses it whenever it parses
+  and the net otherwise (both accuracies are reported);
+- audio: a CNN on the log-mel spectrogram, digit head.
+A categorical label modality is its own prediction. `features` is the penultimate layer
+(for Fréchet distances and diversity). Weights are cached as safetensors + JSON (never pickle)
+under ``cache_dir()/classifiers/<dataset>-<preset>-<hash>/``, the hash covering the classifier
+config and the dataset recipe, so a changed recipe retrains them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from muni.config import config_hash
+from muni.data import digits_ita, load_dataset
+from muni.data.base import MultimodalDataset
+from muni.errors import InputError
+from muni.modalities.base import Modality
+from muni.paths import cache_dir
+
+# Content factors each modality kind carries (restricted to those the dataset has).
+CONTENT_BY_KIND: dict[str, tuple[str, ...]] = {
+    "image": ("digit", "quadrant"), "text": ("digit", "quadrant"), "audio": ("digit",)}
+NUM_CLASSES: dict[str, int] = {"digit": 10, "quadrant": 4}
+# Deterministic caption parsers: tokens -> (digit, quadrant) or None.
+TEXT_PARSERS: dict[str, Callable] = {"digits-ita": digits_ita.parse_caption}
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ClassifierConfig:
+    """Size and schedule of the evaluation classifiers (sized for a 2-core CPU at `quick`)."""
+
+    epochs: int = 3                # passes over the training split
+    batch_size: int = 128
+    lr: float = 2e-3               # Adam, cosine-decayed to 0
+    width: int = 16                # channels of the first conv layer (text: embedding size)
+    feature_dim: int = 64          # penultimate layer = `features`
+    max_train: int | None = None   # cap on training samples (tiny test builds)
+    seed: int = 0
+
+
+class ImageNet(nn.Module):
+    """Three conv blocks; features from a global max-pool (what: the digit, anywhere) and a
+    2x2 average pool (where: the quadrant), then linear -> features; one head per factor."""
+
+    def __init__(self, shape: tuple[int, ...], heads: dict[str, int], width: int, feature_dim: int):
+        super().__init__()
+        c = shape[0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # (B, W, H/2, W/2)
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2W, H/4, W/4)
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU())               # (B, 2W, H/4, W/4)
+        self.where = nn.AdaptiveAvgPool2d(2)                                          # (B, 2W, 2, 2)
+        self.proj = nn.Sequential(nn.Linear(2 * width * 5, feature_dim), nn.ReLU())
+        self.heads = nn.ModuleDict({f: nn.Linear(feature_dim, k) for f, k in heads.items()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)                                                  # (B, 2W, h, w)
+        h = torch.cat([h.amax((2, 3)), self.where(h).flatten(1)], 1)      # (B, 10W)
+        return self.proj(h)                                               # (B, F)
+
+
+class TextNet(nn.Module):
+    """Embedding, conv over tokens, max over time, linear -> features; heads per factor."""
+
+    def __init__(self, vocab_size: int, heads: dict[str, int], width: int, feature_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=0)
+        self.conv = nn.Conv1d(width, 2 * width, 3, padding=1)
+        self.proj = nn.Sequential(nn.Linear(2 * width, feature_dim), nn.ReLU())
+        self.heads = nn.ModuleDict({f: nn.Linear(feature_dim, k) for f, k in heads.items()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x).transpose(1, 2)        # (B, E, L)
+        h = torch.relu(self.conv(h)).amax(-1)    # (B, 2E)
+        return self.proj(h)                      # (B, F)
+
+
+def build_net(m: Modality, heads: dict[str, int], cfg: ClassifierConfig) -> nn.Module:
+    if m.kind == "text":
+        return TextNet(int(m.num_classes), heads, cfg.width, cfg.feature_dim)
+    return ImageNet(m.shape, heads, cfg.width, cfg.feature_dim)  # images and log-mel audio
+
+
+def content_factors(dataset: MultimodalDataset) -> dict[str, tuple[str, ...]]:
+    """Content factors of every modality of `dataset` (a label modality carries itself)."""
+    out = {}
+    for name, m in dataset.modalities.items():
+        if m.kind == "categorical":
+            out[name] = (name,) if name in dataset.factors else ()
+        else:
+            out[name] = tuple(f for f in CONTENT_BY_KIND[m.kind] if f in dataset.factors)
+    return out
+
+
+class Classifiers:
+    """The evaluation classifiers of one dataset.
+
+    Attributes
+    ----------
+    content : ``{modality: factors}`` the factors each modality carries.
+    accuracy : ``{modality: {factor: held-out accuracy}}``; for parsed text also
+        ``<factor>_net`` (the net alone) and ``parse_rate`` (captions the parser reads).
+    """
+
+    def __init__(self, modalities: dict[str, Modality], content: dict[str, tuple[str, ...]],
+                 nets: dict[str, nn.Module], accuracy: dict[str, dict[str, float]],
+                 parser: Callable | None = None, info: dict | None = None):
+        self.modalities, self.content, self.nets = modalities, content, nets
+        self.accuracy, self.parser, self.info = accuracy, parser, info or {}
+        for net in nets.values():
+            net.eval()
+
+    def _check(self, modality: str, x: torch.Tensor) -> None:
+        if modality not in self.modalities:
+            raise InputError(f"no classifier for modality {modality!r}; have: {', '.join(self.modalities)}")
+        self.modalities[modality].check_batch(x, what="classifier input")
+
+    @torch.no_grad()
+    def logits(self, modality: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        net = self.nets[modality]
+        h = net(x.float() if self.modalities[modality].kind != "text" else x.long())
+        return {f: head(h) for f, head in net.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, modality: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predicted content factors of a batch: ``{factor: (B,) int64}``."""
+        self._check(modality, x)
+        m = self.modalities[modality]
+        if m.kind == "categorical":
+            return {modality: x.long()} if self.content[modality] else {}
+        pred = {f: v.argmax(-1) for f, v in self.logits(modality, x).items()}
+        if m.kind == "text" and self.parser is not None:
+            vocab = m.params.get("vocab")
+            for i, row in enumerate(x.tolist()):
+                parsed = self.parser(row, vocab) if vocab else self.parser(row)
+                if parsed is not None:
+                    for f, v in zip(("digit", "quadrant"), parsed):
+                        if f in pred:
+                            pred[f][i] = v
+        return pred
+
+    @torch.no_grad()
+    def features(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features ``(B, F)``; a label gives its one-hot vector."""
+        self._check(modality, x)
+        m = self.modalities[modality]
+        if m.kind == "categorical":
+            return nn.functional.one_hot(x.long(), int(m.num_classes)).float()
+        return self.nets[modality](x.float() if m.kind != "text" else x.long())
+
+
+def _train_one(net: nn.Module, train: MultimodalDataset, name: str, factors: tuple[str, ...],
+               cfg: ClassifierConfig) -> None:
+    g = torch.Generator().manual_seed(cfg.seed)
+    n = len(train) if cfg.max_train is None else min(cfg.max_train, len(train))
+    steps = cfg.epochs * (-(-n // cfg.batch_size))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.15)
+    net.train()
+    bar = tqdm(total=steps, desc=f"classifier {name}", leave=False)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(train), generator=g)[:n]
+        for s in range(0, n, cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            x = train.batch(idx, [name])[name]
+            h = net(x)
+            loss = sum(nn.functional.cross_entropy(net.heads[f](h), train.factors[f][idx]) for f in factors)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+    bar.close()
+    net.eval()
+
+
+def _accuracy(clf: Classifiers, test: MultimodalDataset, name: str) -> dict[str, float]:
+    x = test.storage[name]
+    preds = [clf.predict(name, test.batch(slice(s, s + 1000), [name])[name]) for s in range(0, len(x), 1000)]
+    acc = {f: float((torch.cat([p[f] for p in preds]) == test.factors[f]).double().mean())
+           for f in clf.content[name]}
+    if test.modalities[name].kind == "text" and clf.parser is not None:
+        parser, clf.parser = clf.parser, None
+        acc.update({f"{f}_net": v for f, v in _accuracy(clf, test, name).items()})
+        clf.parser = parser
+        vocab = test.modalities[name].params.get("vocab")
+        acc["parse_rate"] = sum(parser(r, vocab) is not None for r in x.tolist()) / len(x)
+    return acc
+
+
+def train_classifiers(train: MultimodalDataset, test: MultimodalDataset,
+                      cfg: ClassifierConfig = ClassifierConfig()) -> Classifiers:
+    """Train one classifier per non-label modality on `train`; score it on `test`."""
+    torch.manual_seed(cfg.seed)
+    content = content_factors(train)
+    nets = {}
+    for name, m in train.modalities.items():
+        if m.kind == "categorical" or not content[name]:
+            continue
+        nets[name] = build_net(m, {f: NUM_CLASSES[f] for f in content[name]}, cfg)
+        _train_one(nets[name], train, name, content[name], cfg)
+    clf = Classifiers(train.modalities, content, nets, {}, TEXT_PARSERS.get(train.name))
+    clf.accuracy = {name: ({f: 1.0 for f in content[name]} if name not in nets else _accuracy(clf, test, name))
+                    for name in train.modalities}
+    return clf
+
+
+def classifier_dir(dataset: MultimodalDataset, cfg: ClassifierConfig) -> Path:
+    """Cache folder: hash of the classifier config and the dataset recipe."""
+    recipe = {k: dataset.info.get(k) for k in ("recipe_hash", "recipe_version", "config", "seed")}
+    h = config_hash(cfg, recipe, FORMAT_VERSION)
+    return cache_dir() / "classifiers" / f"{dataset.name}-{dataset.info.get('preset', 'custom')}-{h}"
+
+
+def save_classifiers(clf: Classifiers, path: Path, cfg: ClassifierConfig) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    for name, net in clf.nets.items():
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path / f"{name}.safetensors"))
+    meta = {"format_version": FORMAT_VERSION, "config": asdict(cfg), "accuracy": clf.accuracy,
+            "content": {k: list(v) for k, v in clf.content.items()},
+            "modalities": {k: m.to_json() for k, m in clf.modalities.items()}, "info": clf.info}
+    tmp = path / "classifiers.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(path / "classifiers.json")  # written last: its presence marks a complete cache
+
+
+def load_classifiers(path: Path, dataset_name: str) -> Classifiers:
+    meta = json.loads((path / "classifiers.json").read_text())
+    cfg = ClassifierConfig(**meta["config"])
+    mods = {k: Modality.from_json(v) for k, v in meta["modalities"].items()}
+    content = {k: tuple(v) for k, v in meta["content"].items()}
+    nets = {}
+    for name, m in mods.items():
+        if (path / f"{name}.safetensors").exists():
+            nets[name] = build_net(m, {f: NUM_CLASSES[f] for f in content[name]}, cfg)
+            nets[name].load_state_dict(load_file(str(path / f"{name}.safetensors")))
+    return Classifiers(mods, content, nets, meta["accuracy"], TEXT_PARSERS.get(dataset_name), meta["info"])
+
+
+def load_or_train_classifiers(dataset_name: str, preset: str = "quick", seed: int = 0,
+                              cfg: ClassifierConfig | None = None, data_dir=None,
+                              **overrides) -> Classifiers:
+    """The evaluation classifiers of a dataset, from the cache or trained and cached first.
+
+    Parameters
+    ----------
+    dataset_name, preset, seed, data_dir, **overrides : as for `muni.data.load_dataset`
+        (overrides such as ``n_train=2000`` give tiny builds for tests).
+    cfg : classifier size and schedule (default `ClassifierConfig()`).
+    """
+    cfg = cfg or ClassifierConfig()
+    train = load_dataset(dataset_name, "train", preset, seed, data_dir, **overrides)
+    path = classifier_dir(train, cfg)
+    if (path / "classifiers.json").exists():
+        return load_classifiers(path, dataset_name)
+    test = load_dataset(dataset_name, "test", preset, seed, data_dir, **overrides)
+    t0 = time.perf_counter()
+    clf = train_classifiers(train, test, cfg)
+    clf.info = {"dataset": dataset_name, "preset": preset, "seed": seed, "overrides": overrides,
+                "train_seconds": round(time.perf_counter() - t0, 1), "path": str(path)}
+    save_classifiers(clf, path, cfg)
+    return clf

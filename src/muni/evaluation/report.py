@@ -1,0 +1,278 @@
+"""Benchmark reports: run every task of a dataset and write results.json, tables, sheets, plots.
+
+`run_evaluation` runs the tasks of `TASKS[dataset]` on the test split with the fixed
+conditions of `seed`, and writes under `out_dir`:
+- ``results.json``: every metric with its interval and chance level, the config, seeds,
+  versions (muni, torch, numpy, python), machine, wall time and classifier accuracies;
+- ``results.md``: the paper-layout table (`LAYOUTS`), the chance row, the classifier
+  accuracy line, the extra metrics (Fréchet, diversity), the cross-modal matrix, and a
+  listing of every number;
+- ``samples/<task>.png`` sample sheets (conditions beside generations), ``samples/*.wav``
+  for audio, and ``metrics.png`` (bar chart with intervals and chance marks).
+`compare_markdown` puts several results.json side by side in one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import matplotlib
+import numpy as np
+import torch
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+
+import muni  # noqa: E402
+from muni.data import load_dataset  # noqa: E402
+from muni.data.base import MultimodalDataset  # noqa: E402
+from muni.evaluation import coherence, frechet  # noqa: E402
+from muni.evaluation.classifiers import Classifiers, load_or_train_classifiers  # noqa: E402
+from muni.methods.base import Generative  # noqa: E402
+from muni.modalities import writers  # noqa: E402
+
+SHEET_ROWS = 8
+TaskFn = Callable[..., dict[str, coherence.TaskResult]]
+
+
+def _polymnist_tasks(model, ds, clf, n, seed, batch_size, matrix_n) -> dict[str, coherence.TaskResult]:
+    kw = dict(batch_size=batch_size)
+    uncond = coherence.unconditional(model, ds, clf, n, seed, **kw)
+    return {
+        "given_digit": coherence.labels_to_modalities(model, ds, clf, n, seed, ("digit",), **kw),
+        "given_quadrant": coherence.labels_to_modalities(model, ds, clf, n, seed, ("quadrant",), **kw),
+        "given_both": coherence.labels_to_modalities(model, ds, clf, n, seed, ("digit", "quadrant"), **kw),
+        "unconditional": uncond,
+        "quality": frechet.sample_quality(model, ds, clf, n, seed, samples=uncond.generated, **kw),
+        "diversity": frechet.diversity(model, ds, clf, min(n, 100), seed, ("digit", "quadrant"), **kw),
+        "matrix": coherence.coherence_matrix(model, ds, clf, matrix_n, seed, **kw),
+    }
+
+
+def _ita_tasks(model, ds, clf, n, seed, batch_size, matrix_n) -> dict[str, coherence.TaskResult]:
+    kw = dict(batch_size=batch_size)
+    uncond = coherence.unconditional(model, ds, clf, n, seed, **kw)
+    out = {f"to_{t}": coherence.many_to_one(model, ds, clf, n, seed, t, **kw) for t in ds.modalities}
+    return {**out, "unconditional": uncond,
+            "quality": frechet.sample_quality(model, ds, clf, n, seed, samples=uncond.generated, **kw),
+            "diversity": frechet.diversity(model, ds, clf, min(n, 100), seed, ("text",), **kw),
+            "matrix": coherence.coherence_matrix(model, ds, clf, matrix_n, seed, **kw)}
+
+
+TASKS: dict[str, TaskFn] = {"polymnist-quadrant": _polymnist_tasks, "digits-ita": _ita_tasks}
+
+# The paper-layout columns of each dataset: (header, metric key).
+LAYOUTS: dict[str, list[tuple[str, str]]] = {
+    "polymnist-quadrant": [
+        ("Single-L→I Digit", "single_digit"), ("Single-L→I Quadrant", "single_quadrant"),
+        ("Multi-L→I Both", "multi_both"), ("Uncond. coherence", "uncond_coherence"),
+        ("1→many, digit given", "one_to_many_digit"), ("(agreement)", "one_to_many_digit_agreement"),
+        ("1→many, quadrant given", "one_to_many_quadrant"),
+        ("(agreement)", "one_to_many_quadrant_agreement")],
+    "digits-ita": [
+        ("(I+A)→T digit", "image+audio->text:digit"), ("(I+A)→T quadrant", "image+audio->text:quadrant"),
+        ("(T+A)→I digit", "text+audio->image:digit"), ("(T+A)→I quadrant", "text+audio->image:quadrant"),
+        ("(T+I)→A digit", "image+text->audio:digit"),
+        ("Uncond. T–I digit", "uncond_pair:image-text:digit"),
+        ("Uncond. T–I quadrant", "uncond_pair:image-text:quadrant"),
+        ("Uncond. T–A digit", "uncond_pair:text-audio:digit"),
+        ("Uncond. A–I digit", "uncond_pair:image-audio:digit"),
+        ("Uncond. coherence (all)", "uncond_coherence")],
+}
+
+
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def versions() -> dict[str, str]:
+    return {"muni": muni.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0]}
+
+
+def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", n: int = 500,
+                   seed: int = 0, out_dir: str | os.PathLike | None = None, model_name: str = "model",
+                   *, classifiers: Classifiers | None = None, test: MultimodalDataset | None = None,
+                   matrix_n: int | None = None, batch_size: int = 250, data_seed: int = 0,
+                   data_dir=None, **overrides) -> dict[str, Any]:
+    """Evaluate `model` on every task of `dataset_name` and (with `out_dir`) write the report.
+
+    Parameters
+    ----------
+    model : any `Generative` over the dataset's modalities.
+    n : conditions per task (the cross-modal matrix uses `matrix_n`, default ``min(n, 200)``).
+    seed : evaluation seed: it alone fixes the conditions and the generators of every task.
+    classifiers, test : reuse already loaded ones (else loaded or trained from the cache).
+    data_seed, data_dir, **overrides : which dataset build (as `muni.data.load_dataset`).
+
+    Returns
+    -------
+    The results dict also written to ``results.json``.
+    """
+    if dataset_name not in TASKS:
+        raise ValueError(f"no evaluation tasks for dataset {dataset_name!r}; have: {', '.join(TASKS)}")
+    t0 = time.perf_counter()
+    test = test or load_dataset(dataset_name, "test", preset, data_seed, data_dir, **overrides)
+    clf = classifiers or load_or_train_classifiers(dataset_name, preset, data_seed, data_dir=data_dir,
+                                                   **overrides)
+    matrix_n = matrix_n or min(n, 200)
+    tasks = TASKS[dataset_name](model, test, clf, n, seed, batch_size, matrix_n)
+    metrics = {k: v for t in tasks.values() for k, v in t.metrics.items()}
+    results = {
+        "model": model_name, "dataset": dataset_name, "preset": preset,
+        "config": {"n": n, "matrix_n": matrix_n, "seed": seed, "data_seed": data_seed,
+                   "batch_size": batch_size, "overrides": overrides},
+        "metrics": metrics, "classifier_accuracy": clf.accuracy,
+        "dataset_info": {k: test.info.get(k) for k in ("recipe_hash", "checksum", "config")},
+        "versions": versions(), "machine": machine_info(),
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+    }
+    if out_dir is not None:
+        write_report(results, tasks, test, Path(out_dir))
+    return results
+
+
+# ----------------------------------------------------------------------------- writing
+def fmt(m: dict[str, Any] | None, digits: int = 3) -> str:
+    if m is None:
+        return "–"
+    return f"{m['value']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
+
+
+def _cell(metrics: dict[str, Any], key: str) -> str:
+    s = fmt(metrics.get(key))
+    if key + ":kappa" in metrics:
+        s += f" κ {metrics[key + ':kappa']['value']:.2f}"
+    return s
+
+
+def accuracy_line(acc: dict[str, dict[str, float]]) -> str:
+    parts = []
+    for m, fs in acc.items():
+        if all(v == 1.0 for v in fs.values()) and set(fs) == {m}:
+            continue  # a label is its own prediction
+        parts.append(f"{m}: " + ", ".join(f"{f} {v:.4f}" for f, v in fs.items()))
+    return "Classifier held-out accuracy — " + "; ".join(parts)
+
+
+def main_table(results: list[dict[str, Any]]) -> str:
+    """The paper-layout table: one row per result, then the chance row of the independent model."""
+    layout = LAYOUTS[results[0]["dataset"]]
+    lines = ["| model | " + " | ".join(h for h, _ in layout) + " |",
+             "| --- |" + " --- |" * len(layout)]
+    for r in results:
+        lines.append(f"| {r['model']} | " + " | ".join(_cell(r["metrics"], k) for _, k in layout) + " |")
+    chance = [results[0]["metrics"].get(k, {}).get("chance") for _, k in layout]
+    lines.append("| *chance (exact, independent)* | "
+                 + " | ".join("–" if c is None else f"{c:.4f}" for c in chance) + " |")
+    return "\n".join(lines)
+
+
+def extra_table(results: list[dict[str, Any]]) -> str:
+    """Per-factor coherence, Fréchet distances and diversity ratios."""
+    keys = [k for k in results[0]["metrics"]
+            if re.fullmatch(r"uncond_[a-z]+", k) and k != "uncond_coherence"
+            or k.startswith(("frechet:", "diversity:", "cross_view"))]
+    lines = ["| model | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
+    for r in results:
+        lines.append(f"| {r['model']} | " + " | ".join(fmt(r["metrics"].get(k), 2) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def matrix_table(result: dict[str, Any]) -> str:
+    cells = {tuple(k.split(":")[1:]): v for k, v in result["metrics"].items() if k.startswith("matrix:")}
+    ks = sorted({k for k, _ in cells}, key=lambda s: int(s[2:]))
+    targets = list(dict.fromkeys(t for _, t in cells))
+    lines = ["| given subset size | " + " | ".join(targets) + " |", "| --- |" + " --- |" * len(targets)]
+    for k in ks:
+        lines.append(f"| {k[2:]} | " + " | ".join(fmt(cells.get((k, t))) for t in targets) + " |")
+    return "\n".join(lines)
+
+
+def listing(result: dict[str, Any]) -> str:
+    lines = ["| metric | value | 95% interval | interval | n | chance |", "| --- | --- | --- | --- | --- | --- |"]
+    for k, m in result["metrics"].items():
+        c = m.get("chance")
+        lines.append(f"| `{k}` | {m['value']:.4f} | [{m['low']:.4f}, {m['high']:.4f}] | {m['interval']} "
+                     f"| {m['n']} | {'–' if c is None else f'{c:.4f}'} |")
+    return "\n".join(lines)
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    c = result["config"]
+    mach = result["machine"]
+    head = (f"# {result['model']} on {result['dataset']} ({result['preset']})\n\n"
+            f"n = {c['n']} conditions per task (matrix {c['matrix_n']}), evaluation seed {c['seed']}, "
+            f"data seed {c['data_seed']}; {mach['cpu_count']} CPUs, GPU {mach['gpu'] or 'none'}; "
+            f"wall time {result['wall_seconds']:.1f} s. Cells: value [95% interval].\n")
+    return "\n\n".join([head, main_table([result]), accuracy_line(result["classifier_accuracy"]),
+                        "## Beyond the paper\n\n" + extra_table([result]),
+                        "## Cross-modal coherence matrix (mean accuracy over subsets of size k)\n\n"
+                        + matrix_table(result),
+                        "## Every number\n\n" + listing(result)]) + "\n"
+
+
+def compare_markdown(results: list[dict[str, Any]]) -> str:
+    """One side-by-side table of several results of the same dataset (and its extras)."""
+    datasets = {r["dataset"] for r in results}
+    if len(datasets) != 1:
+        raise ValueError(f"cannot compare results of different datasets: {sorted(datasets)}")
+    conds = {json.dumps({k: r["config"][k] for k in ("n", "seed", "data_seed")}) for r in results}
+    note = "" if len(conds) == 1 else "\n\n**Warning: these results use different conditions (n/seed).**"
+    return "\n\n".join([main_table(results), accuracy_line(results[0]["classifier_accuracy"]),
+                        extra_table(results)]) + note + "\n"
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    layout = LAYOUTS[result["dataset"]]
+    ms = [result["metrics"].get(k) for _, k in layout]
+    fig = Figure(figsize=(1.1 * len(layout) + 2, 4))
+    ax = fig.subplots()
+    x = np.arange(len(layout))
+    vals = np.array([m["value"] if m else np.nan for m in ms])
+    err = np.array([[m["value"] - m["low"], m["high"] - m["value"]] if m else [0, 0] for m in ms]).T
+    ax.bar(x, vals, yerr=err, capsize=3, color="tab:blue")
+    chance = [m.get("chance", np.nan) if m else np.nan for m in ms]
+    ax.scatter(x, chance, marker="_", s=400, color="tab:red", label="chance", zorder=3)
+    ax.set_xticks(x, [h for h, _ in layout], rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{result['model']} on {result['dataset']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _sheets(tasks: dict[str, coherence.TaskResult], test: MultimodalDataset, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, t in tasks.items():
+        if not t.generated:
+            continue
+        mods, batches = {}, {}
+        for k, v in t.given.items():
+            mods[f"given {k}"] = dataclasses.replace(test.modalities[k], name=f"given {k}")
+            batches[f"given {k}"] = v[:SHEET_ROWS]
+        for k, v in t.generated.items():
+            mods[k], batches[k] = test.modalities[k], v[:SHEET_ROWS]
+        writers.sample_sheet(batches, mods, out / f"{name}.png")
+        for k, v in t.generated.items():
+            if test.modalities[k].kind == "audio":
+                writers.write_batch(test.modalities[k], v[:4], out / "audio", f"{name}_{k}")
+
+
+def write_report(results: dict[str, Any], tasks: dict[str, coherence.TaskResult],
+                 test: MultimodalDataset, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out_dir / "results.md").write_text(markdown_report(results))
+    _plot(results, out_dir / "metrics.png")
+    _sheets(tasks, test, out_dir / "samples")
