@@ -46,16 +46,16 @@ METHODS: dict[str, MethodSpec] = {
 # Overrides use the `--set` syntax of the CLI; `codec.*` keys exist in every method's config.
 PRESETS: dict[str, dict[str, dict[str, list[str]]]] = {
     "quick": {
-        "polymnist-quadrant": {"model": ["ae_steps=1500"], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
-        "digits-ita": {"model": ["ae_steps=1500"], "train": ["steps=3000", "batch_size=128", "lr=1e-3"]},
+        "polymnist-quadrant": {"model": ["ae_steps=1500"], "train": ["steps=3000", "batch_size=128", "lr=1e-3", "sample_every=1000", "ckpt_every=500"]},
+        "digits-ita": {"model": ["ae_steps=1500"], "train": ["steps=3000", "batch_size=128", "lr=1e-3", "sample_every=1000", "ckpt_every=500"]},
     },
     "paper": {
         "polymnist-quadrant": {"model": ["codec.width=64", "codec.flow_width=64", "codec.embed_dim=256",
                                          "latent_dim=64", "ae_steps=50000"],
-                               "train": ["steps=100000", "batch_size=256", "lr=5e-4"]},
+                               "train": ["steps=100000", "batch_size=256", "lr=5e-4", "sample_every=5000", "ckpt_every=2000"]},
         "digits-ita": {"model": ["codec.width=64", "codec.flow_width=64", "codec.embed_dim=256",
                                  "latent_dim=64", "ae_steps=50000"],
-                       "train": ["steps=100000", "batch_size=256", "lr=5e-4"]},
+                       "train": ["steps=100000", "batch_size=256", "lr=5e-4", "sample_every=5000", "ckpt_every=2000"]},
     },
 }
 

@@ -46,7 +46,7 @@ FORMAT_VERSION = 1
 class ClassifierConfig:
     """Size and schedule of the evaluation classifiers (sized for a 2-core CPU at `quick`)."""
 
-    epochs: int = 3                # passes over the training split
+    epochs: int = 6                # passes over the training split
     batch_size: int = 128
     lr: float = 2e-3               # Adam, cosine-decayed to 0
     width: int = 16                # channels of the first conv layer (text: embedding size)
@@ -63,14 +63,17 @@ class ImageNet(nn.Module):
         super().__init__()
         c = shape[0]
         self.conv = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # (B, W, H/2, W/2)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2W, H/4, W/4)
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU())               # (B, 2W, H/4, W/4)
+            nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.MaxPool2d(2),                                                          # (B, W, H/2, W/2)
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.MaxPool2d(2),                                                          # (B, 2W, H/4, W/4)
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU())
         self.where = nn.AdaptiveAvgPool2d(2)                                          # (B, 2W, 2, 2)
         self.proj = nn.Sequential(nn.Linear(2 * width * 5, feature_dim), nn.ReLU())
         self.heads = nn.ModuleDict({f: nn.Linear(feature_dim, k) for f, k in heads.items()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + 0.05)  # per image
         h = self.conv(x)                                                  # (B, 2W, h, w)
         h = torch.cat([h.amax((2, 3)), self.where(h).flatten(1)], 1)      # (B, 10W)
         return self.proj(h)                                               # (B, F)

@@ -149,6 +149,10 @@ def fmt(m: dict[str, Any] | None, digits: int = 3) -> str:
     return f"{m['value']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
 
 
+def fmt_chance(c: float | None) -> str:
+    return "–" if c is None else f"{c:.4f}" if c >= 1e-3 or c == 0 else f"{c:.2e}"
+
+
 def _cell(metrics: dict[str, Any], key: str) -> str:
     s = fmt(metrics.get(key))
     if key + ":kappa" in metrics:
@@ -173,8 +177,7 @@ def main_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         lines.append(f"| {r['model']} | " + " | ".join(_cell(r["metrics"], k) for _, k in layout) + " |")
     chance = [results[0]["metrics"].get(k, {}).get("chance") for _, k in layout]
-    lines.append("| *chance (exact, independent)* | "
-                 + " | ".join("–" if c is None else f"{c:.4f}" for c in chance) + " |")
+    lines.append("| *chance (exact, independent)* | " + " | ".join(map(fmt_chance, chance)) + " |")
     return "\n".join(lines)
 
 
@@ -204,7 +207,7 @@ def listing(result: dict[str, Any]) -> str:
     for k, m in result["metrics"].items():
         c = m.get("chance")
         lines.append(f"| `{k}` | {m['value']:.4f} | [{m['low']:.4f}, {m['high']:.4f}] | {m['interval']} "
-                     f"| {m['n']} | {'–' if c is None else f'{c:.4f}'} |")
+                     f"| {m['n']} | {fmt_chance(c)} |")
     return "\n".join(lines)
 
 
