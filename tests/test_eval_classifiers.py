@@ -19,7 +19,7 @@ from muni.evaluation.reference import REFERENCE_MODELS, SANITY_ROWS
 from muni.evaluation.report import run_evaluation
 
 SMALL = {"n_train": 4000, "n_test": 400}
-CFG = ClassifierConfig(epochs=6)
+CFG = ClassifierConfig(epochs=6, width=16)  # small and fast: the test build is small too
 N = 200
 
 

@@ -46,10 +46,10 @@ FORMAT_VERSION = 1
 class ClassifierConfig:
     """Size and schedule of the evaluation classifiers (sized for a 2-core CPU at `quick`)."""
 
-    epochs: int = 6                # passes over the training split
+    epochs: int = 8                # passes over the training split
     batch_size: int = 128
     lr: float = 2e-3               # Adam, cosine-decayed to 0
-    width: int = 16                # channels of the first conv layer (text: embedding size)
+    width: int = 24                # channels of the first conv layer (text: embedding size)
     feature_dim: int = 64          # penultimate layer = `features`
     max_train: int | None = None   # cap on training samples (tiny test builds)
     seed: int = 0
