@@ -63,13 +63,22 @@ MASK_AC = fixed_mask([(True, False, True)] * 6)
 
 @pytest.mark.parametrize("target", ["a", "c"])
 def test_target_detached_self_recon_gives_own_encoder_zero_gradient(target):
-    m = model(self_recon="target_detached")
+    m = model(self_recon="target_detached", detach_kinds=("image", "categorical"))
     terms = m.routed_terms(tiny_batch(), MASK_AC)
     g = encoder_grads(m, terms[f"self/{target}"])
     other = "c" if target == "a" else "a"
     assert g[target] == 0.0, "encoder of the reconstructed modality must get no gradient"
     assert g[other] > 0.0, "the other observed encoder must still be trained through route 2"
     assert g["b"] == 0.0, "an unobserved encoder takes no part"
+
+
+def test_labels_stay_attached_by_default_images_detached():
+    """Default `detach_kinds` leaves categorical self-reconstruction attached (no private detail)."""
+    m = model(self_recon="target_detached")
+    g = encoder_grads(m, m.routed_terms(tiny_batch(), MASK_AC)["self/c"])
+    assert g["c"] > 0.0 and g["a"] > 0.0
+    g = encoder_grads(m, m.routed_terms(tiny_batch(), MASK_AC)["self/a"])
+    assert g["a"] == 0.0 and g["c"] > 0.0
 
 
 def test_attached_self_recon_trains_own_encoder():

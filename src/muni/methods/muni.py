@@ -8,7 +8,8 @@ one optimizer and one backward per step under the routed objective (`Muni.loss`)
 1. non-mixture aggregation: one Gaussian ``q(z | x_S)`` from all observed modalities;
 2. target-detached self-reconstruction: decoder ``m`` reconstructs an observed ``x_m`` from
    ``z`` recomputed with ``h_m`` detached, so encoder ``m`` gains nothing by copying private
-   detail into ``z``;
+   detail into ``z`` (for the kinds in ``detach_kinds``; a label has no private detail, and
+   detaching it starves its encoder: measured on quick PolyMNIST-QL, see docs/results);
 3. leave-one-out prior routing: the prior's flow-matching loss sees only latents of subsets
    ``[M] \\ {m}``.
 
@@ -40,10 +41,13 @@ from muni.nn import CodecConfig, build_decoder, build_encoder
 @dataclass
 class MuniConfig:
     latent_dim: int = 32                     # size of the shared latent z
-    codec: CodecConfig = field(default_factory=CodecConfig)  # encoder/decoder backbones
+    codec: CodecConfig = field(default_factory=lambda: CodecConfig(  # encoder/decoder backbones; mean
+        image_decoder="gaussian", audio_decoder="gaussian"))  # decoders won the quick benchmark (README)
     aggregation: Literal["set", "poe"] = "set"               # route 1: subset posterior q(z | x_S)
     agg_hidden: int = 256                    # hidden width of the set aggregator's MLP
     self_recon: Literal["target_detached", "full_detach", "attached"] = "target_detached"  # route 2
+    detach_kinds: tuple[str, ...] = ("image", "audio", "text")  # kinds route 2 applies to; labels carry
+                                             # no private detail, so their self-reconstruction stays attached
     prior_route: Literal["leave_one_out", "all_subsets", "full_set"] = "leave_one_out"      # route 3
     rate_target: Literal["standard_normal", "flow_prior"] = "standard_normal"  # KL(q || .) target
     beta: float = 0.5                        # weight of the rate (minimality) term
@@ -186,7 +190,7 @@ class Muni(nn.Module):
     def _self_recon_latent(self, h, mask, i: int, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """The latent decoder i reconstructs its own observed modality from (route 2)."""
         mode = self.cfg.self_recon
-        if mode == "attached":
+        if mode == "attached" or self.modalities[self.names[i]].kind not in self.cfg.detach_kinds:
             return z
         if mode == "full_detach":
             return z.detach()
