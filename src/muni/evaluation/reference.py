@@ -135,40 +135,33 @@ def _uniform_labels(m, b, g) -> torch.Tensor:
     return torch.randint(int(m.num_classes), (b,), generator=g)
 
 
-class Noise(ReferenceModel):
+class _Filled(ReferenceModel):
+    """Targets filled by kind without looking at the condition; labels uniformly random."""
+
+    fills: dict = {}
+
+    def _generate(self, given, targets, b, g):
+        out = {}
+        for t in targets:
+            m = self.modalities[t]
+            out[t] = _uniform_labels(m, b, g) if m.kind == "categorical" else self.fills[m.kind](m, b, g)
+        return out
+
+
+class Noise(_Filled):
     """Uniform noise in every modality's value range; labels uniformly random."""
 
-    def _generate(self, given, targets, b, g):
-        out = {}
-        for t in targets:
-            m = self.modalities[t]
-            if m.kind == "categorical":
-                out[t] = _uniform_labels(m, b, g)
-            elif m.kind == "text":
-                out[t] = torch.randint(int(m.num_classes), (b, *m.shape), generator=g)
-            elif m.kind == "audio":
-                out[t] = torch.rand((b, *m.shape), generator=g) * 2 - 1
-            else:
-                out[t] = torch.rand((b, *m.shape), generator=g)
-        return out
+    fills = {"text": lambda m, b, g: torch.randint(int(m.num_classes), (b, *m.shape), generator=g),
+             "audio": lambda m, b, g: torch.rand((b, *m.shape), generator=g) * 2 - 1,
+             "image": lambda m, b, g: torch.rand((b, *m.shape), generator=g)}
 
 
-class Blank(ReferenceModel):
+class Blank(_Filled):
     """Constant images (mid-grey), all-padding text, silent spectrograms; uniform labels."""
 
-    def _generate(self, given, targets, b, g):
-        out = {}
-        for t in targets:
-            m = self.modalities[t]
-            if m.kind == "categorical":
-                out[t] = _uniform_labels(m, b, g)
-            elif m.kind == "text":
-                out[t] = torch.zeros((b, *m.shape), dtype=torch.int64)
-            elif m.kind == "audio":
-                out[t] = torch.full((b, *m.shape), -1.0)
-            else:
-                out[t] = torch.full((b, *m.shape), 0.5)
-        return out
+    fills = {"text": lambda m, b, g: torch.zeros((b, *m.shape), dtype=torch.int64),
+             "audio": lambda m, b, g: torch.full((b, *m.shape), -1.0),
+             "image": lambda m, b, g: torch.full((b, *m.shape), 0.5)}
 
 
 REFERENCE_MODELS: dict[str, type[ReferenceModel]] = {

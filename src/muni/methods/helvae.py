@@ -68,24 +68,12 @@ class HELVAE(MultimodalVAE):
 
         Randomness: one ``eps ~ N(0, I)`` of shape (B, d).
         """
-        cfg = self.cfg
         self.check_full(batch)
         mu, logvar, mask = self.experts(batch)                     # (M, B, d), (M, B)
         mu_h, logvar_h = self.pool(mu, logvar, mask)               # (B, d) each
         z = sample_normal(mu_h, logvar_h, generator)               # (B, d)
-
-        terms: dict[str, torch.Tensor] = {}
-        rec = torch.zeros(z.shape[0], device=z.device)             # (B,)
-        for name in self.names:
-            per = self.nll(name, batch[name], z)                   # (B,)
-            rec = rec + per
-            terms[f"rec/{name}"] = per.mean().detach()
         kl = kl_normal(mu_h, logvar_h)                             # (B,)
-        total = (rec + cfg.beta * kl).mean()
-        terms["kl"] = kl.mean().detach()
-        terms["elbo"] = -(rec + kl).mean().detach()
-        terms["loss"] = total
-        return terms
+        return self.single_sample_elbo(batch, z, kl)
 
     def posterior_sample(self, mu, logvar, mask, generator=None):
         return sample_normal(*self.pool(mu, logvar, mask), generator)

@@ -77,19 +77,8 @@ class MoPoE(MultimodalVAE):
         self.check_full(batch)
         mu, logvar, mask = self.experts(batch)                     # (M, B, d), (M, B)
         z, _, _, _ = mopoe_sample(mu, logvar, mask, cfg.prior_expert, generator)  # (B, d)
-
-        terms: dict[str, torch.Tensor] = {}
-        rec = torch.zeros(z.shape[0], device=z.device)             # (B,)
-        for name in self.names:
-            per = self.nll(name, batch[name], z)                   # (B,)
-            rec = rec + per
-            terms[f"rec/{name}"] = per.mean().detach()
         kl = mopoe_kl(mu, logvar, mask, cfg.prior_expert)          # (B,)
-        total = (rec + cfg.beta * kl).mean()
-        terms["kl"] = kl.mean().detach()
-        terms["elbo"] = -(rec + kl).mean().detach()
-        terms["loss"] = total
-        return terms
+        return self.single_sample_elbo(batch, z, kl)
 
     def posterior_sample(self, mu, logvar, mask, generator=None):
         mu_s, logvar_s = product_of_experts(mu, logvar, mask, prior_expert=self.cfg.prior_expert)  # (B, d)

@@ -112,6 +112,24 @@ class MultimodalVAE(nn.Module):
         mask = torch.tensor([n in batch for n in self.names], device=device)[:, None].expand(-1, b)
         return torch.stack(mus), torch.stack(logvars), mask  # (M, B, d), (M, B, d), (M, B)
 
+    def single_sample_elbo(self, batch: dict[str, torch.Tensor], z: torch.Tensor,
+                           kl: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Terms of a one-sample ELBO: every modality reconstructed from `z` (B, d), `kl` (B,).
+
+        ``loss`` = mean over the batch of ``sum_m w_m NLL_m + beta KL``; logged: ``rec/<m>``,
+        ``kl`` and ``elbo`` (unweighted by beta).
+        """
+        terms: dict[str, torch.Tensor] = {}
+        rec = torch.zeros(z.shape[0], device=z.device)             # (B,)
+        for name in self.names:
+            per = self.nll(name, batch[name], z)                   # (B,)
+            rec = rec + per
+            terms[f"rec/{name}"] = per.mean().detach()
+        terms["kl"] = kl.mean().detach()
+        terms["elbo"] = -(rec + kl).mean().detach()
+        terms["loss"] = (rec + self.cfg.beta * kl).mean()
+        return terms
+
     def posterior_sample(self, mu: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor,
                          generator: torch.Generator | None = None) -> torch.Tensor:
         """One ``z ~ q(z | x_S)`` per sample, (B, d), from the experts (M, B, d) and mask (M, B)."""
