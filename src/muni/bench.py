@@ -215,7 +215,8 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
     md = [f"# muni bench ({preset})\n",
           f"Command: `muni bench --suite {' '.join(suite_names)} --preset {preset} --seeds {seeds} "
           f"--minutes {minutes} --n {n} --out {out}`  ",
-          f"Machine: {report['machine']}; every method trained for the same wall-clock budget "
+          f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['platform']}), "
+          f"GPU {report['machine']['gpu'] or 'none'}; every method trained for the same wall-clock budget "
           f"({minutes} min) on this machine; {n} evaluation conditions per task, evaluation seed {eval_seed}. "
           "Cells: mean ± std over training seeds; best per column in bold.\n"]
     for name in suite_names:
