@@ -10,7 +10,8 @@ from muni.data import PRESETS
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="train, evaluate and tabulate a benchmark suite")
-    p.add_argument("--suite", nargs="+", default=["polymnist-quadrant"], choices=list(SUITES))
+    p.add_argument("--suite", nargs="+", default=["polymnist-quadrant"], choices=[*SUITES, "all"],
+                   help="suites to run; all = every suite")
     p.add_argument("--preset", default="quick", choices=PRESETS)
     p.add_argument("--seeds", type=int, default=3, help="training seeds per row")
     p.add_argument("--minutes", type=float, default=5.0,

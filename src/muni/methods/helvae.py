@@ -34,7 +34,6 @@ import torch
 
 from muni.methods.aggregation import holder_pool, kl_normal, sample_normal
 from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
-from muni.modalities.base import Modality
 from muni.nn import CodecConfig
 
 
@@ -54,9 +53,6 @@ class HELVAE(MultimodalVAE):
     """Hellinger (Hölder alpha = 1/2, moment-matched) multimodal VAE [1], no sub-sampling."""
 
     method = "helvae"
-
-    def __init__(self, modalities: dict[str, Modality], cfg: HELVAEConfig):
-        super().__init__(modalities, cfg)
 
     def pool(self, mu: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The Hellinger posterior of each sample's present experts: mu, logvar (B, d)."""

@@ -32,7 +32,6 @@ import torch
 from muni.methods.aggregation import (kl_normal, mopoe_sample, mopoe_subset_posteriors, product_of_experts,
                                        sample_normal)
 from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
-from muni.modalities.base import Modality
 from muni.nn import CodecConfig
 
 
@@ -63,9 +62,6 @@ class MoPoE(MultimodalVAE):
     """Mixture-of-products-of-experts VAE [1]."""
 
     method = "mopoe"
-
-    def __init__(self, modalities: dict[str, Modality], cfg: MoPoEConfig):
-        super().__init__(modalities, cfg)
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
              ) -> dict[str, torch.Tensor]:

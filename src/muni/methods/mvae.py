@@ -28,7 +28,6 @@ import torch
 
 from muni.methods.aggregation import kl_normal, product_of_experts, sample_normal, subsets
 from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
-from muni.modalities.base import Modality
 from muni.nn import CodecConfig
 
 
@@ -47,9 +46,6 @@ class MVAE(MultimodalVAE):
     """Product-of-experts multimodal VAE [1] with the sub-sampled ELBO."""
 
     method = "mvae"
-
-    def __init__(self, modalities: dict[str, Modality], cfg: MVAEConfig):
-        super().__init__(modalities, cfg)
 
     def training_subsets(self, generator: torch.Generator | None = None) -> list[tuple[int, ...]]:
         """The subsets (tuples of modality indices) whose ELBOs one step sums:
