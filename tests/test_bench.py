@@ -39,3 +39,21 @@ def test_run_hash_changes_with_any_setting():
     assert len({base, _run_hash("muni", "d", "quick", ("model.beta=1",), 5.0, 0),
                 _run_hash("muni", "d", "quick", (), 6.0, 0), _run_hash("muni", "d", "quick", (), 5.0, 1),
                 _run_hash("mvae", "d", "quick", (), 5.0, 0)}) == 5
+
+
+def test_finished_run_of_another_suite_is_reused_not_retrained(tmp_path, monkeypatch):
+    import json
+
+    import muni.bench as bench
+
+    h = _run_hash("muni", "polymnist-quadrant", "quick", (), 2.0, 0)
+    done = tmp_path / "runs" / "polymnist-quadrant" / "MUNI-s0"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text(json.dumps({"bench_hash": h}))
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("retrained a finished run"))
+    got = bench.train_row(tmp_path, "ablation", "MUNI (default)", "muni", "polymnist-quadrant", "quick", (),
+                          2.0, 0, log=lambda s: None)
+    assert got == done
+    with pytest.raises(pytest.fail.Exception):  # a different seed is not the same run
+        bench.train_row(tmp_path, "ablation", "MUNI (default)", "muni", "polymnist-quadrant", "quick", (),
+                        2.0, 1, log=lambda s: None)

@@ -155,3 +155,49 @@ def test_cli_compare_and_bad_model(bench, tmp_path, capsys):
     assert "| oracle |" in out and "| independent |" in out and "chance" in out
     assert main(["eval", "run", "--model", "no-such-model", "--dataset", name, "--out", str(tmp_path)]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_tiny_muni_overfits_a_handful_so_label_to_image_is_read_right(bench):
+    """Ten training tuples, a small MUNI trained on them alone: given their (digit, quadrant)
+    labels, every generated view must be read back right by the evaluation classifier, with
+    both conditional samplers; the untrained model must not be (the test can fail)."""
+    from muni.methods.muni import Muni, MuniConfig
+    from muni.nn import CodecConfig
+
+    name, clf, _ = bench
+    if name != "polymnist-quadrant":
+        pytest.skip("the label -> image task is PolyMNIST-QL's")
+    train = load_dataset(name, "train", "quick", 0, **SMALL)
+    views = [m for m in train.modalities if m.startswith("view")]
+    pool = train.batch(slice(0, 1000))
+    read = torch.ones(1000, dtype=torch.bool)  # tuples whose real views the classifier reads right
+    for v in views:
+        p = clf.predict(v, pool[v])
+        read &= (p["digit"] == train.factors["digit"][:1000]) & (p["quadrant"] == train.factors["quadrant"][:1000])
+    idx = torch.stack([torch.nonzero(read & (train.factors["digit"][:1000] == d))[0, 0] for d in range(10)])
+    batch = train.batch(idx)
+    torch.manual_seed(0)
+    codec = CodecConfig(embed_dim=64, width=16, mlp_width=64, image_decoder="gaussian",
+                        audio_decoder="gaussian", likelihood_scale=0.1)  # sharp likelihood: memorise
+    model = Muni(train.modalities, MuniConfig(latent_dim=16, codec=codec, agg_hidden=64, prior_hidden=64,
+                                              prior_depth=2, beta=0.01, prior_nfe=8))
+    labels = {"digit": batch["digit"], "quadrant": batch["quadrant"]}
+
+    def read_right(sampler: str) -> float:
+        model.eval()
+        out = model.generate(labels, views, generator=torch.Generator().manual_seed(0),
+                             conditional_sampler=sampler)
+        model.train()
+        right = [(p["digit"] == labels["digit"]) & (p["quadrant"] == labels["quadrant"])
+                 for p in (clf.predict(v, out[v]) for v in views)]
+        return torch.stack(right).double().mean().item()
+
+    assert read_right("posterior") < 0.5  # untrained: noise
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(600):
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert read_right("posterior") >= 0.8
+    assert read_right("prior") >= 0.8

@@ -4,6 +4,7 @@ generate protocol, and a tiny run through the training loop with resume."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 import torch
@@ -221,3 +222,47 @@ def test_generate_rejects_bad_arguments():
         model.generate({}, ["nope"], n=2)
     with pytest.raises(InputError, match="rgb"):
         model.generate({"rgb": torch.rand(2, 1, 16, 16)}, ["grey"])
+
+
+def test_time_budget_ends_stage_one_at_its_fraction_and_ema_copies_frozen_weights(tmp_path, monkeypatch):
+    """Under a wall-clock budget the switch comes at `ae_fraction` of it, not after `ae_steps`;
+    once frozen, the autoencoders' EMA shadow equals their weights (no pre-freeze average)."""
+    import muni.training.loop as loop
+    from muni.training import checkpoint as ckpt
+    from muni.training.logging import read_log
+
+    model = make_model(ae_steps=10**6)
+    model.on_budget_progress(0.49)
+    assert model.stage == 1
+    model.on_budget_progress(0.5)
+    assert model.stage == 2 and bool(model.state_dict()["switched"])
+    assert set(model.frozen_parameter_names()) == {
+        n for n, p in model.named_parameters() if not n.startswith("velocity.")}
+
+    class Clock:  # 1 s per reading: the 1-minute budget runs out after a few dozen steps
+        t = 0.0
+
+        def perf_counter(self):
+            self.t += 1.0
+            return self.t
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    monkeypatch.setattr(loop, "time", Clock())
+    data = MultimodalDataset("toy3", "train", MODS, make_batch(64))
+    cfg = loop.TrainConfig(steps=1000, batch_size=16, log_every=1, ckpt_every=0, ema_decay=0.9,
+                           num_threads=1, minutes=1.0)
+    model = make_model(ae_steps=10**6)
+    result = loop.train(model, data, cfg, tmp_path, progress=False)
+    torch.set_num_threads(1)
+    stages = [r["stage"] for r in read_log(tmp_path / "log.csv")]
+    assert result.stopped_reason.startswith("time budget") and result.steps_done < 1000
+    first2 = stages.index(2)
+    assert stages == [1] * first2 + [2] * (len(stages) - first2)
+    assert 0.3 < first2 / len(stages) < 0.7  # the switch near half of the budget's steps
+    ema = ckpt.load_checkpoint(tmp_path).group("ema")
+    params = dict(model.named_parameters())
+    for n in model.frozen_parameter_names():
+        assert torch.equal(ema[f"shadow.{n}"], params[n]), n
+    assert not all(torch.equal(ema[f"shadow.{n}"], p) for n, p in params.items() if n.startswith("velocity."))

@@ -78,6 +78,10 @@ def train_row(out: Path, suite: str, row: str, method: str, dataset: str, preset
     if summary.exists() and json.loads(summary.read_text()).get("bench_hash") == h:
         log(f"  [{row} s{seed}] finished run reused")
         return run
+    for other in sorted((out / "runs").glob(f"*/*-s{seed}/summary.json")):  # same run in another suite
+        if json.loads(other.read_text()).get("bench_hash") == h:
+            log(f"  [{row} s{seed}] finished run reused from {other.parent.relative_to(out)}")
+            return other.parent
     resume = (run / "latest").exists()
     if resume and json.loads((run / "bench.json").read_text()).get("bench_hash") != h:
         raise ConfigError(f"{run} holds a run of another configuration; remove it or use another --out")
@@ -156,6 +160,25 @@ def nfe_sweep(model, dataset, clf, n: int, seed: int) -> dict[str, dict[str, flo
     return out
 
 
+GUIDANCE_SWEEP = (1.0, 2.0, 4.0, 6.0)
+
+
+def guidance_sweep(model, dataset, clf, n: int, seed: int) -> dict[str, dict[str, float]]:
+    """Label-conditioned coherence of MUNI's prior sampler against the guidance weight."""
+    from muni.evaluation import coherence
+
+    out = {}
+    for w in GUIDANCE_SWEEP:
+        wrapped = _WithKwargs(model, guidance=w)
+        row = {}
+        for f in ("digit", "quadrant"):
+            m = coherence.labels_to_modalities(wrapped, dataset, clf, n, seed, (f,)).metrics
+            row[f"single_{f}"] = m[f"single_{f}"]["value"]
+            row[f"one_to_many_{f}"] = m[f"one_to_many_{f}"]["value"]
+        out[f"{w:g}"] = row
+    return out
+
+
 class _WithKwargs:
     """A model whose `generate` always receives extra keyword arguments."""
 
@@ -202,17 +225,19 @@ def cost_table(results: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minutes: float, n: int,
-              eval_seed: int = 0, log=print) -> dict[str, Any]:
+              eval_seed: int = 0, log=print, ablation_seeds: int | None = None) -> dict[str, Any]:
     from muni.data import load_dataset
     from muni.evaluation.classifiers import load_or_train_classifiers
     from muni.evaluation.report import LAYOUTS, accuracy_line, machine_info, versions
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    report = {"preset": preset, "seeds": seeds, "minutes_per_run": minutes, "n": n, "eval_seed": eval_seed,
-              "machine": machine_info(), "versions": versions(), "suites": {}}
+    ablation_seeds = seeds if ablation_seeds is None else ablation_seeds
+    report = {"preset": preset, "seeds": seeds, "ablation_seeds": ablation_seeds, "minutes_per_run": minutes,
+              "n": n, "eval_seed": eval_seed, "machine": machine_info(), "versions": versions(), "suites": {}}
     md = [f"# muni bench ({preset})\n",
           f"Command: `muni bench --suite {' '.join(suite_names)} --preset {preset} --seeds {seeds} "
+          f"{f'--ablation-seeds {ablation_seeds} ' if ablation_seeds != seeds else ''}"
           f"--minutes {minutes} --n {n} --out {out}`  ",
           f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['platform']}), "
           f"GPU {report['machine']['gpu'] or 'none'}; every method trained for the same wall-clock budget "
@@ -220,11 +245,12 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
           "Cells: mean ± std over training seeds; best per column in bold.\n"]
     for name in suite_names:
         suite = SUITES[name]
-        log(f"suite {name} ({suite.dataset}): {len(suite.rows)} rows x {seeds} seeds")
+        n_seeds = ablation_seeds if name == "ablation" else seeds
+        log(f"suite {name} ({suite.dataset}): {len(suite.rows)} rows x {n_seeds} seeds")
         cache = {"test": load_dataset(suite.dataset, "test", preset),
                  "clf": load_or_train_classifiers(suite.dataset, preset, 0)}
         results: dict[str, list[dict[str, Any]]] = {}
-        for seed in range(seeds):
+        for seed in range(n_seeds):
             for row, (method, overrides) in suite.rows.items():
                 run = train_row(out, name, row, method, suite.dataset, preset, overrides, minutes, seed, log)
                 results.setdefault(row, []).append(
@@ -232,12 +258,14 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
         keys = [(h, k) for h, k in LAYOUTS[suite.dataset]]
         section = [f"## {name}: {suite.summary}\n", aggregate(results, keys), "",
                    accuracy_line(cache["clf"].accuracy), "", "### Cost\n", cost_table(results)]
-        sweeps = {}
+        sweeps, gsweeps = {}, {}
         for row in suite.nfe_sweep:
             if row in results:
                 from muni.registry import load_model
-                run = out / "runs" / name / f"{_slug(row)}-s0"
-                sweeps[row] = nfe_sweep(load_model(run), cache["test"], cache["clf"], n, eval_seed)
+                model = load_model(out / "runs" / name / f"{_slug(row)}-s0")
+                sweeps[row] = nfe_sweep(model, cache["test"], cache["clf"], n, eval_seed)
+                if suite.dataset == "polymnist-quadrant":
+                    gsweeps[row] = guidance_sweep(model, cache["test"], cache["clf"], n, eval_seed)
         if sweeps:
             section += ["", "### Unconditional coherence vs prior NFE (seed 0)\n",
                         "| method | " + " | ".join(str(k) for k in NFE_SWEEP) + " |",
@@ -245,8 +273,14 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
             for row, sw in sweeps.items():
                 section.append(f"| {row} | " + " | ".join(f"{sw[str(k)]['value']:.3f}" for k in NFE_SWEEP) + " |")
             _plot_sweep(sweeps, out / f"{name}-coherence-vs-nfe.png")
+        for row, gs in gsweeps.items():
+            cols = ["single_digit", "one_to_many_digit", "single_quadrant", "one_to_many_quadrant"]
+            section += ["", f"### {row}: label-conditioned coherence vs guidance weight (prior sampler, seed 0)\n",
+                        "| guidance | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+            section += [f"| {w} | " + " | ".join(f"{v[c]:.3f}" for c in cols) + " |" for w, v in gs.items()]
         md += section + [""]
-        report["suites"][name] = {"dataset": suite.dataset, "results": results, "nfe_sweep": sweeps}
+        report["suites"][name] = {"dataset": suite.dataset, "results": results, "nfe_sweep": sweeps,
+                                  "guidance_sweep": gsweeps}
     report["wall_time_s"] = round(time.time() - t0, 1)
     md.append(f"Total wall time of this invocation: {report['wall_time_s'] / 60:.1f} min.")
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))

@@ -14,6 +14,8 @@ def add_parser(subparsers) -> None:
                    help="suites to run; all = every suite")
     p.add_argument("--preset", default="quick", choices=PRESETS)
     p.add_argument("--seeds", type=int, default=3, help="training seeds per row")
+    p.add_argument("--ablation-seeds", type=int, default=None,
+                   help="training seeds of the ablation suite (default: --seeds)")
     p.add_argument("--minutes", type=float, default=5.0,
                    help="wall-clock training budget per run (same for every method; 0 = the preset's steps)")
     p.add_argument("--n", type=int, default=500, help="evaluation conditions per task")
@@ -24,6 +26,6 @@ def add_parser(subparsers) -> None:
 
 def cmd_bench(args) -> int:
     report = run_bench(expand(args.suite), args.preset, args.seeds, Path(args.out), args.minutes, args.n,
-                       args.eval_seed)
+                       args.eval_seed, ablation_seeds=args.ablation_seeds)
     print(f"wrote {Path(args.out) / 'REPORT.md'} ({report['wall_time_s'] / 60:.1f} min)")
     return 0

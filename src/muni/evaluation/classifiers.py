@@ -39,37 +39,45 @@ CONTENT_BY_KIND: dict[str, tuple[str, ...]] = {
 NUM_CLASSES: dict[str, int] = {"digit": 10, "quadrant": 4}
 # Deterministic caption parsers: tokens -> (digit, quadrant) or None.
 TEXT_PARSERS: dict[str, Callable] = {"digits-ita": digits_ita.parse_caption}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Training builds larger than a preset's train split: the same recipe and seed with more tuples
+# (real MNIST training digits only; the test split, and so every evaluation, is unchanged).
+# On PolyMNIST-QL's backgrounds the 16-px quick digits are hard to read: from the 20k quick
+# tuples the view0 digit classifier stopped at 94-97.7%, below the 98% the evaluation needs.
+TRAIN_TUPLES: dict[str, int] = {"polymnist-quadrant": 60_000}
 
 
 @dataclass
 class ClassifierConfig:
     """Size and schedule of the evaluation classifiers (sized for a 2-core CPU at `quick`)."""
 
-    epochs: int = 8                # passes over the training split
+    epochs: int = 4                # passes over the training build
     batch_size: int = 128
-    lr: float = 2e-3               # Adam, cosine-decayed to 0
-    width: int = 24                # channels of the first conv layer (text: embedding size)
+    lr: float = 2e-3               # Adam, one-cycle schedule
+    width: int = 32                # channels of the first conv layers (text: embedding size)
     feature_dim: int = 64          # penultimate layer = `features`
     max_train: int | None = None   # cap on training samples (tiny test builds)
     seed: int = 0
 
 
 class ImageNet(nn.Module):
-    """Three conv blocks; features from a global max-pool (what: the digit, anywhere) and a
-    2x2 average pool (where: the quadrant), then linear -> features; one head per factor."""
+    """Two conv layers at each of three resolutions; features from a global max-pool (what: the
+    digit, anywhere) and a 2x2 average pool (where: the quadrant), then linear -> features; one
+    head per factor. (One conv per resolution left PolyMNIST-QL view0 at 94% digit accuracy.)"""
 
     def __init__(self, shape: tuple[int, ...], heads: dict[str, int], width: int, feature_dim: int):
         super().__init__()
-        c = shape[0]
+        c, w = shape[0], width
+
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
+
         self.conv = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.MaxPool2d(2),                                                          # (B, W, H/2, W/2)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.MaxPool2d(2),                                                          # (B, 2W, H/4, W/4)
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU())
-        self.where = nn.AdaptiveAvgPool2d(2)                                          # (B, 2W, 2, 2)
-        self.proj = nn.Sequential(nn.Linear(2 * width * 5, feature_dim), nn.ReLU())
+            *block(c, w), *block(w, w), nn.MaxPool2d(2),                  # (B, W, H/2, W/2)
+            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),      # (B, 2W, H/4, W/4)
+            *block(2 * w, 2 * w))
+        self.where = nn.AdaptiveAvgPool2d(2)                              # (B, 2W, 2, 2)
+        self.proj = nn.Sequential(nn.Dropout(0.2), nn.Linear(2 * w * 5, feature_dim), nn.ReLU())
         self.heads = nn.ModuleDict({f: nn.Linear(feature_dim, k) for f, k in heads.items()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,6 +278,9 @@ def load_or_train_classifiers(dataset_name: str, preset: str = "quick", seed: in
     """
     cfg = cfg or ClassifierConfig()
     train = load_dataset(dataset_name, "train", preset, seed, data_dir, **overrides)
+    more = TRAIN_TUPLES.get(dataset_name, 0)
+    if more > len(train) and "n_train" not in overrides:  # explicit (test) builds stay as asked
+        train = load_dataset(dataset_name, "train", preset, seed, data_dir, **{**overrides, "n_train": more})
     path = classifier_dir(train, cfg)
     if (path / "classifiers.json").exists():
         return load_classifiers(path, dataset_name)
@@ -277,6 +288,7 @@ def load_or_train_classifiers(dataset_name: str, preset: str = "quick", seed: in
     t0 = time.perf_counter()
     clf = train_classifiers(train, test, cfg)
     clf.info = {"dataset": dataset_name, "preset": preset, "seed": seed, "overrides": overrides,
-                "train_seconds": round(time.perf_counter() - t0, 1), "path": str(path)}
+                "train_tuples": len(train), "train_seconds": round(time.perf_counter() - t0, 1),
+                "path": str(path)}
     save_classifiers(clf, path, cfg)
     return clf

@@ -21,7 +21,11 @@ embedding) tells the network which task it is solving.
 
 The model does not see the training step: it counts its own `loss` calls in the buffer
 ``step`` (saved with the weights, so resume continues the right stage). Stage 1 lasts
-`JointFlowConfig.ae_steps` calls; presets set it to half the training steps. In stage 2 the
+`JointFlowConfig.ae_steps` calls; presets set it to half the training steps. Under a wall-clock
+budget (``muni train --minutes``, `muni bench`) the loop also reports the fraction of the budget
+spent (`on_budget_progress`), and stage 1 ends once `ae_fraction` of it has passed, whichever
+comes first: a budget-limited run gives both stages their share instead of stopping inside stage
+1 (the flag ``switched`` is saved with the weights). In stage 2 the
 autoencoders run under ``torch.no_grad`` (posterior means), so they receive no gradient and
 AdamW leaves them untouched (parameters whose grad is None are skipped). At the first stage-2
 call the latents' per-modality mean and scale are measured on that batch (averaged over DDP
@@ -69,6 +73,7 @@ class JointFlowConfig:
     latent_dim: int = 16                     # latent size of EACH modality's autoencoder
     codec: CodecConfig = field(default_factory=_gaussian_codec)  # encoder/decoder backbones
     ae_steps: int = 1500                     # loss() calls of stage 1 (presets: half the run's steps)
+    ae_fraction: float = 0.5                 # under a time budget, stage 1 also ends at this fraction
     beta_ae: float = 1e-3                    # KL weight of the stage-1 autoencoders
     width: int = 128                         # transformer width
     depth: int = 3                           # transformer blocks
@@ -82,6 +87,7 @@ class JointFlowConfig:
     def check(self) -> None:
         """Raise `ConfigError` naming the first out-of-range field."""
         rules = [("latent_dim", self.latent_dim >= 1, ">= 1"), ("ae_steps", self.ae_steps >= 0, ">= 0"),
+                 ("ae_fraction", 0 <= self.ae_fraction <= 1, "in [0, 1]"),
                  ("beta_ae", self.beta_ae >= 0, ">= 0"), ("depth", self.depth >= 1, ">= 1"),
                  ("width", self.width >= 1 and self.heads >= 1 and self.width % self.heads == 0,
                   "a positive multiple of heads"),
@@ -232,6 +238,7 @@ class JointFlow(nn.Module):
         self.decoders = nn.ModuleDict({n: build_decoder(mod, c, d) for n, mod in modalities.items()})
         self.velocity = JointVelocity(m, d, cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))       # loss() calls so far
+        self.register_buffer("switched", torch.zeros((), dtype=torch.bool))     # budget ended stage 1
         self.register_buffer("stats_ready", torch.zeros((), dtype=torch.bool))  # shift/scale measured
         self.register_buffer("latent_shift", torch.zeros(m, d))                 # per-modality mean
         self.register_buffer("latent_scale", torch.ones(m))                     # per-modality std
@@ -239,7 +246,18 @@ class JointFlow(nn.Module):
     @property
     def stage(self) -> int:
         """1 while training the autoencoders, 2 while training the flow."""
-        return 1 if int(self.step) < self.cfg.ae_steps else 2
+        return 1 if int(self.step) < self.cfg.ae_steps and not bool(self.switched) else 2
+
+    def on_budget_progress(self, fraction: float) -> None:
+        """Training-loop hook: `fraction` of the wall-clock budget is spent (same on every rank)."""
+        if fraction >= self.cfg.ae_fraction:
+            self.switched.fill_(True)
+
+    def frozen_parameter_names(self) -> list[str]:
+        """Parameters frozen now (the autoencoders in stage 2): the EMA copies them exactly."""
+        if self.stage == 1:
+            return []
+        return [n for n, _ in self.named_parameters() if n.split(".")[0] in ("encoders", "to_latent", "decoders")]
 
     def autoencoder_parameters(self) -> list[nn.Parameter]:
         """Parameters trained in stage 1 (frozen in stage 2)."""

@@ -60,10 +60,11 @@ class MuniConfig:
     prior_detach: bool = True                # prior trains on detached latents and conditions
     cond_drop: float = 0.3                   # probability the prior's condition is dropped
     conditional_sampler: Literal["prior", "posterior"] = "prior"  # how generate() draws z given x
-    guidance: float = 2.0                    # classifier-free guidance weight of the prior sampler
+    guidance: float = 4.0                    # classifier-free guidance weight of the prior sampler (README)
     prior_nfe: int = 32                      # ODE steps of the prior sampler
     prior_solver: Literal["euler", "heun"] = "euler"
     temperature: float = 1.0                 # decoder sampling temperature
+    prior_temperature: float = 1.0           # scale of the prior sampler's initial noise
 
 
 class Muni(nn.Module):
@@ -247,7 +248,8 @@ class Muni(nn.Module):
     def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
                  generator: torch.Generator | None = None, *, guidance: float | None = None,
                  prior_nfe: int | None = None, decoder_nfe: int | None = None,
-                 temperature: float | None = None, conditional_sampler: str | None = None) -> dict[str, torch.Tensor]:
+                 temperature: float | None = None, prior_temperature: float | None = None,
+                 conditional_sampler: str | None = None) -> dict[str, torch.Tensor]:
         """Any-to-any generation (see `muni.methods.base`).
 
         Empty `given`: ``z ~ p_psi(z)`` by ODE, every target decoded from the same z.
@@ -262,9 +264,11 @@ class Muni(nn.Module):
             raise InputError(f"conditional_sampler must be 'prior' or 'posterior', got {sampler!r}")
         w = cfg.guidance if guidance is None else guidance
         nfe = prior_nfe or cfg.prior_nfe
+        tau = cfg.prior_temperature if prior_temperature is None else prior_temperature
         device = next(self.parameters()).device
         if not given:
-            z = self.prior.sample(b, cond=None, nfe=nfe, solver=cfg.prior_solver, generator=generator)
+            z = self.prior.sample(b, cond=None, nfe=nfe, solver=cfg.prior_solver, generator=generator,
+                                  temperature=tau)
         else:
             given = {k: v.to(device) for k, v in given.items()}
             h = self.encode(given)
@@ -276,7 +280,7 @@ class Muni(nn.Module):
             else:
                 cond = torch.cat([mu, logvar], 1)
                 z = self.prior.sample(b, cond=cond, guidance=w, nfe=nfe, solver=cfg.prior_solver,
-                                      generator=generator)
+                                      generator=generator, temperature=tau)
         temp = cfg.temperature if temperature is None else temperature
         return {t: self.decoders[t].sample(z, generator=generator, temperature=temp, nfe=decoder_nfe)
                 for t in targets}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -39,12 +39,19 @@ class EMA:
         return [params[name] for name in self.shadow]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the shadow towards the model's current parameters (call after each step)."""
+    def update(self, model: nn.Module, exact: Iterable[str] = ()) -> None:
+        """Move the shadow towards the model's current parameters (call after each step).
+
+        Parameters named in `exact` (e.g. a frozen stage of a two-stage model) are copied, not
+        averaged, so the shadow never mixes weights from before and after freezing.
+        """
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         self.num_updates += 1
         torch._foreach_lerp_(list(self.shadow.values()),
                              [p.detach() for p in self._params(model)], 1.0 - d)
+        params = dict(model.named_parameters())
+        for name in exact:
+            self.shadow[name].copy_(params[name])
 
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[nn.Module]:

@@ -250,18 +250,21 @@ def _restore(ck: ckpt.Checkpoint, model: nn.Module, ema: EMA | None, opt: torch.
     return float(info["elapsed_s"])
 
 
-def _reduce_terms(losses: dict[str, torch.Tensor], over_budget: bool) -> tuple[dict[str, float], bool]:
-    """Loss terms averaged over ranks (one all-reduce) and whether any rank is over budget."""
+def _reduce_terms(losses: dict[str, torch.Tensor], spent: float) -> tuple[dict[str, float], float]:
+    """Loss terms averaged over ranks and the fraction of the time budget spent, the largest
+    over ranks (one all-reduce; every rank gets the same values, so they stop together)."""
     if "loss" not in losses:
         raise MuniError(f"model.loss(batch) must return a dict with a 'loss' entry; got keys "
                         f"{sorted(losses)}")
     keys = ["loss"] + sorted(k for k in losses if k != "loss")
     dev = losses["loss"].device
     vec = torch.stack([torch.as_tensor(losses[k], device=dev).detach().float().reshape(())
-                       for k in keys] + [torch.tensor(float(over_budget), device=dev)])
-    vec = distributed.all_reduce_sum(vec).tolist()
+                       for k in keys])
     n = distributed.world().size
-    return {k: v / n for k, v in zip(keys, vec)}, vec[-1] > 0
+    spent_all = torch.zeros(n, device=dev)
+    spent_all[distributed.world().rank] = spent
+    vec = distributed.all_reduce_sum(torch.cat([vec, spent_all])).tolist()
+    return {k: v / n for k, v in zip(keys, vec)}, max(vec[len(keys):])
 
 
 def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: str | Path, *,
@@ -354,8 +357,11 @@ def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_di
         batch = {k: v.to(device, non_blocking=True) for k, v in dataset.batch(order.next()).items()}
         distributed.set_step(cfg.seed, step)
         losses = net(batch)
-        over = cfg.minutes > 0 and time.perf_counter() - t0 > cfg.minutes * 60
-        terms, stop = _reduce_terms(losses, over)
+        spent = (time.perf_counter() - t0) / (cfg.minutes * 60) if cfg.minutes > 0 else 0.0
+        terms, spent = _reduce_terms(losses, spent)
+        stop = spent > 1.0
+        if cfg.minutes > 0 and hasattr(model, "on_budget_progress"):
+            model.on_budget_progress(spent)  # takes effect from the next step (e.g. a stage switch)
         grad_norm = float("nan")
         if all(math.isfinite(v) for v in terms.values()):
             opt.zero_grad(set_to_none=True)
@@ -380,7 +386,7 @@ def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_di
             g["lr"] = lr
         opt.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, exact=getattr(model, "frozen_parameter_names", list)())
         step += 1
         steps_win += 1
         steps_run += 1
