@@ -57,3 +57,27 @@ def test_finished_run_of_another_suite_is_reused_not_retrained(tmp_path, monkeyp
     with pytest.raises(pytest.fail.Exception):  # a different seed is not the same run
         bench.train_row(tmp_path, "ablation", "MUNI (default)", "muni", "polymnist-quadrant", "quick", (),
                         2.0, 1, log=lambda s: None)
+
+
+def test_sweeps_pass_the_swept_sampler_option_to_generate():
+    from _eval_fixtures import FakeClassifiers, tiny_polymnist
+    from muni.bench import GUIDANCE_SWEEP, NFE_SWEEP, guidance_sweep, nfe_sweep
+    from muni.evaluation.reference import Oracle
+
+    ds = tiny_polymnist()
+
+    class Recorder(Oracle):
+        seen: list = []
+
+        def generate(self, given, targets, n=None, generator=None, *, guidance=2.0, prior_nfe=32):
+            self.seen.append((guidance, prior_nfe))
+            return super().generate(given, targets, n=n, generator=generator)
+
+    model = Recorder(ds)
+    sweep = nfe_sweep(model, ds, FakeClassifiers(ds), 20, 0)
+    assert list(sweep) == [str(k) for k in NFE_SWEEP] and {nfe for _, nfe in model.seen} == set(NFE_SWEEP)
+    assert all(v["value"] == 1.0 for v in sweep.values())  # the oracle is coherent at every NFE
+    model.seen.clear()
+    gs = guidance_sweep(model, ds, FakeClassifiers(ds), 20, 0)
+    assert list(gs) == [f"{w:g}" for w in GUIDANCE_SWEEP] and {w for w, _ in model.seen} == set(GUIDANCE_SWEEP)
+    assert set(gs["4"]) == {"single_digit", "one_to_many_digit", "single_quadrant", "one_to_many_quadrant"}

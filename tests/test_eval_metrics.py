@@ -186,3 +186,30 @@ def test_same_seed_same_report(tmp_path, ita):
     assert table.split("\n\n")[0].count("| independent |") == 2
     assert math.isfinite(runs[0]["metrics"]["frechet:image"]["value"])
     assert markdown_report(runs[0]).startswith("# independent on digits-ita")
+
+
+def test_sampling_options_reach_generate_and_unknown_ones_are_refused(pq):
+    from muni.commands.evaluate import _sampling
+    from muni.evaluation.report import WithSampling
+
+    ds, clf = pq
+
+    class Recorder(Oracle):
+        seen: list = []
+
+        def generate(self, given, targets, n=None, generator=None, *, guidance=1.0):
+            self.seen.append(guidance)
+            return super().generate(given, targets, n=n, generator=generator)
+
+    model = Recorder(ds)
+    res = run_evaluation(model, "polymnist-quadrant", n=40, classifiers=clf, test=ds, matrix_n=4,
+                         sampling={"guidance": 3.0})
+    assert set(model.seen) == {3.0} and res["config"]["sampling"] == {"guidance": 3.0}
+    with pytest.raises(InputError, match="'prior_nfe'.*takes: guidance"):
+        WithSampling(model, prior_nfe=4)
+    with pytest.raises(InputError, match="takes: none"):
+        WithSampling(Oracle(ds), guidance=2)
+    assert _sampling(["guidance=6", "prior_nfe=16", "conditional_sampler=posterior", "t=0.5"]) == {
+        "guidance": 6, "prior_nfe": 16, "conditional_sampler": "posterior", "t": 0.5}
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        _sampling(["guidance"])

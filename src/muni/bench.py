@@ -151,10 +151,11 @@ def sampling_speed(model, n: int = 64, nfes: tuple[int, ...] = (8, 32)) -> dict[
 def nfe_sweep(model, dataset, clf, n: int, seed: int) -> dict[str, dict[str, float]]:
     """Unconditional coherence of MUNI's prior sampler against the prior's NFE."""
     from muni.evaluation import coherence
+    from muni.evaluation.report import WithSampling
 
     out = {}
     for nfe in NFE_SWEEP:
-        wrapped = _WithKwargs(model, prior_nfe=nfe)
+        wrapped = WithSampling(model, prior_nfe=nfe)
         m = coherence.unconditional(wrapped, dataset, clf, n, seed).metrics["uncond_coherence"]
         out[str(nfe)] = {k: m[k] for k in ("value", "low", "high")}
     return out
@@ -166,10 +167,11 @@ GUIDANCE_SWEEP = (1.0, 2.0, 4.0, 6.0)
 def guidance_sweep(model, dataset, clf, n: int, seed: int) -> dict[str, dict[str, float]]:
     """Label-conditioned coherence of MUNI's prior sampler against the guidance weight."""
     from muni.evaluation import coherence
+    from muni.evaluation.report import WithSampling
 
     out = {}
     for w in GUIDANCE_SWEEP:
-        wrapped = _WithKwargs(model, guidance=w)
+        wrapped = WithSampling(model, guidance=w)
         row = {}
         for f in ("digit", "quadrant"):
             m = coherence.labels_to_modalities(wrapped, dataset, clf, n, seed, (f,)).metrics
@@ -177,16 +179,6 @@ def guidance_sweep(model, dataset, clf, n: int, seed: int) -> dict[str, dict[str
             row[f"one_to_many_{f}"] = m[f"one_to_many_{f}"]["value"]
         out[f"{w:g}"] = row
     return out
-
-
-class _WithKwargs:
-    """A model whose `generate` always receives extra keyword arguments."""
-
-    def __init__(self, model, **kwargs):
-        self.model, self.kwargs, self.modalities = model, kwargs, model.modalities
-
-    def generate(self, given, targets, n=None, generator=None):
-        return self.model.generate(given, targets, n=n, generator=generator, **self.kwargs)
 
 
 # ----------------------------------------------------------------------------- tables

@@ -3,6 +3,7 @@
     muni eval classifiers polymnist-quadrant [--preset quick]
     muni eval run --model oracle --dataset digits-ita --out runs/eval/oracle-ita
     muni eval run --model runs/muni-pq/checkpoint --dataset polymnist-quadrant --out DIR
+    muni eval run --model RUN --dataset polymnist-quadrant --sample guidance=6 --out DIR
     muni eval compare a/results.json b/results.json
 """
 
@@ -40,6 +41,20 @@ def _load_model(spec: str, args: argparse.Namespace):
     return load_model(spec), Path(spec).name
 
 
+def _sampling(pairs: list[str] | None) -> dict:
+    """``["guidance=6", "conditional_sampler=posterior"]`` -> ``{"guidance": 6.0, ...}``."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--sample expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     from muni.evaluation.report import markdown_report, run_evaluation
 
@@ -49,7 +64,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"model modalities {sorted(model.modalities)} do not match dataset {args.dataset}")
     results = run_evaluation(model, args.dataset, args.preset, args.n, args.seed, args.out,
                              args.name or name, matrix_n=args.matrix_n, batch_size=args.batch_size,
-                             data_seed=args.data_seed, data_dir=args.data_dir)
+                             data_seed=args.data_seed, data_dir=args.data_dir,
+                             sampling=_sampling(args.sample))
     print(markdown_report(results).split("## Every number")[0].rstrip())
     print(f"\nwrote {args.out}/results.json, results.md, metrics.png, samples/")
     return 0
@@ -94,6 +110,9 @@ def add_parser(subparsers) -> None:
     r.add_argument("--seed", type=int, default=0, help="evaluation seed: fixes the conditions")
     r.add_argument("--batch-size", type=int, default=250)
     r.add_argument("--name", default=None, help="row name in the tables (default: the model)")
+    r.add_argument("--sample", nargs="+", metavar="KEY=VALUE", default=None,
+                   help="sampler options for every generate call, e.g. guidance=6 prior_nfe=16 "
+                        "conditional_sampler=posterior (MUNI)")
     r.add_argument("--out", required=True, help="output directory")
     common(r)
     r.set_defaults(func=_run)

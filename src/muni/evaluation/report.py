@@ -15,6 +15,7 @@ conditions of `seed`, and writes under `out_dir`:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import muni  # noqa: E402
 from muni.data import load_dataset  # noqa: E402
 from muni.data.base import MultimodalDataset  # noqa: E402
 from muni.evaluation import coherence, frechet  # noqa: E402
+from muni.errors import InputError  # noqa: E402
 from muni.evaluation.classifiers import Classifiers, load_or_train_classifiers  # noqa: E402
 from muni.methods.base import Generative  # noqa: E402
 from muni.modalities import writers  # noqa: E402
@@ -100,11 +102,28 @@ def versions() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
+class WithSampling:
+    """`model` whose `generate` always receives the sampler options `kwargs` (e.g. ``guidance``,
+    ``prior_nfe``, ``conditional_sampler``); unknown options are refused up front, by name."""
+
+    def __init__(self, model: Generative, **kwargs: Any):
+        params = inspect.signature(model.generate).parameters
+        known = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+        for k in kwargs:
+            if k not in known:
+                raise InputError(f"sampling option {k!r} is not one {type(model).__name__}.generate takes; "
+                                 f"it takes: {', '.join(known) or 'none'}")
+        self.model, self.kwargs, self.modalities = model, kwargs, model.modalities
+
+    def generate(self, given, targets, n=None, generator=None):
+        return self.model.generate(given, targets, n=n, generator=generator, **self.kwargs)
+
+
 def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", n: int = 500,
                    seed: int = 0, out_dir: str | os.PathLike | None = None, model_name: str = "model",
                    *, classifiers: Classifiers | None = None, test: MultimodalDataset | None = None,
                    matrix_n: int | None = None, batch_size: int = 250, data_seed: int = 0,
-                   data_dir=None, **overrides) -> dict[str, Any]:
+                   data_dir=None, sampling: dict[str, Any] | None = None, **overrides) -> dict[str, Any]:
     """Evaluate `model` on every task of `dataset_name` and (with `out_dir`) write the report.
 
     Parameters
@@ -114,6 +133,7 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
     seed : evaluation seed: it alone fixes the conditions and the generators of every task.
     classifiers, test : reuse already loaded ones (else loaded or trained from the cache).
     data_seed, data_dir, **overrides : which dataset build (as `muni.data.load_dataset`).
+    sampling : options passed to every ``model.generate`` call (see `WithSampling`).
 
     Returns
     -------
@@ -121,6 +141,8 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
     """
     if dataset_name not in TASKS:
         raise ValueError(f"no evaluation tasks for dataset {dataset_name!r}; have: {', '.join(TASKS)}")
+    if sampling:
+        model = WithSampling(model, **sampling)
     t0 = time.perf_counter()
     test = test or load_dataset(dataset_name, "test", preset, data_seed, data_dir, **overrides)
     clf = classifiers or load_or_train_classifiers(dataset_name, preset, data_seed, data_dir=data_dir,
@@ -131,7 +153,7 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
     results = {
         "model": model_name, "dataset": dataset_name, "preset": preset,
         "config": {"n": n, "matrix_n": matrix_n, "seed": seed, "data_seed": data_seed,
-                   "batch_size": batch_size, "overrides": overrides},
+                   "batch_size": batch_size, "overrides": overrides, "sampling": sampling or {}},
         "metrics": metrics, "classifier_accuracy": clf.accuracy,
         "dataset_info": {k: test.info.get(k) for k in ("recipe_hash", "checksum", "config")},
         "versions": versions(), "machine": machine_info(),
