@@ -13,9 +13,15 @@ declare -A runs=(
 for name in flow-decoder gaussian-all-detached gaussian-attached default; do
   [ -f "$out/$name/summary.json" ] || muni train --out "$out/$name" --no-progress \
       --set train.num_threads=2 ${runs[$name]}
+  [ "$name" = default ] && continue
   muni eval run --model "$out/$name" --dataset polymnist-quadrant --n 500 --name "$name" --out "$out/eval-$name"
+done
+# the default run, scored at two guidance weights of the prior sampler (a sampling option)
+for w in 2 4; do
+  muni eval run --model "$out/default" --dataset polymnist-quadrant --n 500 --sample guidance=$w \
+      --name "default, guidance $w" --out "$out/eval-default-g$w"
 done
 for ref in oracle independent; do
   muni eval run --model $ref --dataset polymnist-quadrant --n 500 --out "$out/eval-$ref"
 done
-muni eval compare "$out"/eval-{flow-decoder,gaussian-all-detached,gaussian-attached,default,oracle,independent}/results.json
+muni eval compare "$out"/eval-{flow-decoder,gaussian-all-detached,gaussian-attached,default-g2,default-g4,oracle,independent}/results.json
