@@ -144,6 +144,22 @@ def test_mean_decoder_nll_matches_torch_distributions(likelihood: str, modality:
     torch.testing.assert_close(dec.loss(x, z), expected, rtol=1e-5, atol=1e-3)
 
 
+def test_bernoulli_image_likelihood_is_the_pixel_cross_entropy_and_refused_for_audio() -> None:
+    image, audio = SPATIAL[1], SPATIAL[3]
+    assert image.kind == "image" and audio.kind == "audio"
+    cfg = dataclasses.replace(TINY, image_decoder="gaussian", audio_decoder="gaussian", image_likelihood="bernoulli")
+    dec = build_decoder(image, cfg, LATENT)
+    x, z = make_batch(image), torch.randn(B, LATENT)
+    dist = torch.distributions.Bernoulli(probs=dec.mean(z), validate_args=False)  # x in [0, 1], not only {0, 1}
+    torch.testing.assert_close(dec.loss(x, z), -dist.log_prob(x).flatten(1).sum(1), rtol=1e-5, atol=1e-3)
+    assert dec.likelihood == "bernoulli"
+    with pytest.raises(ConfigError, match="codec.likelihood='bernoulli'"):  # the shared one: audio too
+        build_decoder(audio, dataclasses.replace(TINY, audio_decoder="gaussian", likelihood="bernoulli",
+                                                 image_likelihood=None), LATENT)
+    with pytest.raises(ConfigError, match="image_likelihood"):
+        build_decoder(image, dataclasses.replace(cfg, image_likelihood="poisson"), LATENT)
+
+
 def test_flow_loss_is_summed_over_dimensions() -> None:
     """With the zero-initialised output (v = 0) the loss is ``sum_d (x1 - x0)_d^2`` on [-1, 1] data."""
     m = SPATIAL[0]

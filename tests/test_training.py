@@ -223,3 +223,22 @@ def test_shared_generator_inside_train_follows_step(tmp_path):
     train(Drawing(), toy_dataset(), cfg(steps=4, ema_decay=0.0), tmp_path, progress=False)
     assert draws == [torch.rand(1, generator=shared_generator(3, s)).item() for s in range(4)]
     assert not math.isclose(draws[0], draws[1])
+
+
+def test_training_peak_rss_restarts_after_the_data_load() -> None:
+    """The bench's memory column: a transient peak before the reset (the dataset build) must not
+    show in the training peak, else every row of a suite reports the same figure."""
+    import numpy as np
+
+    from muni.commands.train import process_peak_rss_mib, reset_peak_rss, train_peak_rss_mib
+
+    big = np.ones(40_000_000)  # 305 MiB, touched
+    del big
+    before = process_peak_rss_mib()
+    if not reset_peak_rss():
+        pytest.skip("this system does not allow /proc/self/clear_refs")
+    after = train_peak_rss_mib()
+    assert after < before - 200, (before, after)
+    kept = np.ones(20_000_000)  # 153 MiB held: the peak sees it
+    assert train_peak_rss_mib() > after + 100
+    del kept

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,34 +26,47 @@ from muni.config import config_hash
 from muni.errors import ConfigError
 
 
+class Row(NamedTuple):
+    """One table row: a method with ``--set`` overrides, scored with sampler options.
+
+    Rows that differ only in `sampling` share one trained run (a sampler option is not a
+    training switch); each is evaluated on its own.
+    """
+
+    method: str
+    overrides: tuple[str, ...] = ()
+    sampling: tuple[tuple[str, Any], ...] = ()            # (option, value) for every generate call
+
+
 @dataclass(frozen=True)
 class Suite:
     dataset: str
-    rows: dict[str, tuple[str, tuple[str, ...]]]          # row name -> (method, --set overrides)
+    rows: dict[str, Row]                                   # row name -> row
     summary: str = ""
     nfe_sweep: tuple[str, ...] = field(default=())         # rows whose prior sampler is swept over NFE
 
 
-_BASELINES = {"MVAE": ("mvae", ()), "MMVAE": ("mmvae", ()), "MoPoE": ("mopoe", ()),
-              "HELVAE": ("helvae", ()), "JointFlow": ("jointflow", ())}
+_BASELINES = {"MVAE": Row("mvae"), "MMVAE": Row("mmvae"), "MoPoE": Row("mopoe"),
+              "HELVAE": Row("helvae"), "JointFlow": Row("jointflow")}
 
 SUITES: dict[str, Suite] = {
-    "polymnist-quadrant": Suite("polymnist-quadrant", {**_BASELINES, "MUNI": ("muni", ())},
+    "polymnist-quadrant": Suite("polymnist-quadrant", {**_BASELINES, "MUNI": Row("muni")},
                                 "PolyMNIST-Quadrant-Labels: the paper's controlled table", ("MUNI",)),
-    "digits-ita": Suite("digits-ita", {"JointFlow": ("jointflow", ()), "MoPoE": ("mopoe", ()),
-                                       "MUNI": ("muni", ())},
+    "digits-ita": Suite("digits-ita", {"JointFlow": Row("jointflow"), "MoPoE": Row("mopoe"),
+                                       "MUNI": Row("muni")},
                         "Digits-ITA: image-text-audio, many-to-one and unconditional", ("MUNI",)),
     "ablation": Suite("polymnist-quadrant", {
-        "MUNI (default)": ("muni", ()),
-        "aggregation=poe": ("muni", ("model.aggregation=poe",)),
-        "self_recon=attached": ("muni", ("model.self_recon=attached",)),
-        "self_recon=full_detach": ("muni", ("model.self_recon=full_detach",)),
-        "prior_route=all_subsets": ("muni", ("model.prior_route=all_subsets",)),
-        "prior_route=full_set": ("muni", ("model.prior_route=full_set",)),
-        "decoder=flow": ("muni", ("model.codec.image_decoder=flow", "model.codec.audio_decoder=flow")),
-        "detach_kinds=+categorical": ("muni", ("model.detach_kinds=image,audio,text,categorical",)),
-        "rate_target=flow_prior": ("muni", ("model.rate_target=flow_prior",)),
-        "conditional_sampler=posterior": ("muni", ("model.conditional_sampler=posterior",)),
+        "MUNI (default)": Row("muni"),
+        "aggregation=poe": Row("muni", ("model.aggregation=poe",)),
+        "self_recon=attached": Row("muni", ("model.self_recon=attached",)),
+        "self_recon=full_detach": Row("muni", ("model.self_recon=full_detach",)),
+        "prior_route=all_subsets": Row("muni", ("model.prior_route=all_subsets",)),
+        "prior_route=full_set": Row("muni", ("model.prior_route=full_set",)),
+        "decoder=flow": Row("muni", ("model.codec.image_decoder=flow", "model.codec.audio_decoder=flow")),
+        "detach_kinds=+categorical": Row("muni", ("model.detach_kinds=image,audio,text,categorical",)),
+        "rate_target=flow_prior": Row("muni", ("model.rate_target=flow_prior",)),
+        # a sampler option: scored on the default's runs, not retrained
+        "conditional_sampler=posterior": Row("muni", (), (("conditional_sampler", "posterior"),)),
     }, "one row per MUNI switch value, everything else fixed"),
 }
 
@@ -69,22 +82,60 @@ def _run_hash(method: str, dataset: str, preset: str, overrides: tuple[str, ...]
                         "minutes": minutes, "seed": seed})
 
 
+def _same_config(run: Path, method: str, dataset: str, preset: str, overrides: tuple[str, ...],
+                 minutes: float, seed: int) -> bool:
+    """Whether the run's last checkpoint holds the method, data and configs (model and training,
+    budget and seed included) that these settings resolve to now.
+
+    The stored configs are read as the current code reads them (fields added since take their
+    defaults), so a run stays valid until a default it used changes, and two rows whose
+    overrides resolve to the same configs share one run.
+    """
+    from muni.commands.train import resolve
+    from muni.config import apply_overrides, from_dict, to_dict
+    from muni.registry import method_spec
+    from muni.training import TrainConfig
+
+    try:
+        ckpt = run / (run / "latest").read_text().strip() / "checkpoint.json"
+        info = json.loads(ckpt.read_text())
+        meta = info["meta"]
+        if (meta["method"], meta["dataset"], meta["preset"], meta.get("data_seed", 0)) != (method, dataset, preset, 0):
+            return False
+        stored_model = from_dict(method_spec(method).config, meta["model_config"])
+        stored_train = from_dict(TrainConfig, info["config"])
+    except (OSError, KeyError, TypeError, ValueError, ConfigError):
+        return False
+    mcfg, tcfg = resolve(method, dataset, preset, seed, list(overrides))
+    if minutes:
+        tcfg = apply_overrides(tcfg, [f"minutes={minutes}"])
+    return to_dict(stored_model) == to_dict(mcfg) and to_dict(stored_train) == to_dict(tcfg)
+
+
 def train_row(out: Path, suite: str, row: str, method: str, dataset: str, preset: str,
               overrides: tuple[str, ...], minutes: float, seed: int, log) -> Path:
-    """Train one row in a subprocess (or reuse/resume it); return its run directory."""
+    """Train one row in a subprocess (or reuse/resume it); return its run directory.
+
+    A finished run is reused when its checkpoint holds the configs these settings resolve to now
+    (`_same_config`), in this row's directory or any other of the same `out`; a run in this
+    row's directory whose configs no longer match (a default changed since) is refused by name
+    rather than silently reported or overwritten.
+    """
     run = out / "runs" / suite / f"{_slug(row)}-s{seed}"
     h = _run_hash(method, dataset, preset, overrides, minutes, seed)
-    summary = run / "summary.json"
-    if summary.exists() and json.loads(summary.read_text()).get("bench_hash") == h:
+    same = lambda r: _same_config(r, method, dataset, preset, overrides, minutes, seed)  # noqa: E731
+    if (run / "summary.json").exists() and same(run):
         log(f"  [{row} s{seed}] finished run reused")
         return run
-    for other in sorted((out / "runs").glob(f"*/*-s{seed}/summary.json")):  # same run in another suite
-        if json.loads(other.read_text()).get("bench_hash") == h:
+    for other in sorted((out / "runs").glob(f"*/*-s{seed}/summary.json")):  # same configs, another row
+        if other.parent != run and same(other.parent):
             log(f"  [{row} s{seed}] finished run reused from {other.parent.relative_to(out)}")
             return other.parent
     resume = (run / "latest").exists()
-    if resume and json.loads((run / "bench.json").read_text()).get("bench_hash") != h:
-        raise ConfigError(f"{run} holds a run of another configuration; remove it or use another --out")
+    if resume and not same(run):
+        state = "finished" if (run / "summary.json").exists() else "partial"
+        raise ConfigError(f"{run} holds a {state} run of other model or training configs than these settings "
+                          f"give now (a default changed since?); remove it or use another --out")
     run.mkdir(parents=True, exist_ok=True)
     (run / "bench.json").write_text(json.dumps({"bench_hash": h, "row": row, "method": method,
                                                 "overrides": list(overrides), "minutes": minutes}))
@@ -102,6 +153,7 @@ def train_row(out: Path, suite: str, row: str, method: str, dataset: str, preset
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise RuntimeError(f"training {row} (seed {seed}) failed; see {run / 'train.log'}:\n" + "\n".join(tail))
+    summary = run / "summary.json"
     s = json.loads(summary.read_text())
     s["bench_hash"] = h
     summary.write_text(json.dumps(s, indent=2))
@@ -109,26 +161,31 @@ def train_row(out: Path, suite: str, row: str, method: str, dataset: str, preset
 
 
 def evaluate_row(out: Path, suite: str, row: str, run: Path, dataset: str, preset: str, n: int,
-                 eval_seed: int, cache: dict, log) -> dict[str, Any]:
+                 eval_seed: int, cache: dict, log, seed: int = 0,
+                 sampling: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
     from muni.registry import load_model
     from muni.evaluation.report import run_evaluation
 
-    folder = out / "eval" / suite / run.name
+    folder = out / "eval" / suite / f"{_slug(row)}-s{seed}"
     res_file = folder / "results.json"
     stamp = json.loads((run / "summary.json").read_text()).get("bench_hash")
+    options = dict(sampling)
     if res_file.exists():
         res = json.loads(res_file.read_text())
-        if res.get("bench_hash") == stamp and res["config"]["n"] == n and res["config"]["seed"] == eval_seed:
-            log(f"  [{row}] evaluation reused")
+        if (res.get("bench_hash") == stamp and res["config"]["n"] == n and res["config"]["seed"] == eval_seed
+                and res.get("sampling_options", {}) == options):
+            log(f"  [{row} s{seed}] evaluation reused")
             return res
     model = load_model(run)
-    log(f"  [{row}] evaluating {run.name} (n={n})")
+    log(f"  [{row} s{seed}] evaluating {run.name} (n={n}{''.join(f', {k}={v}' for k, v in options.items())})")
     res = run_evaluation(model, dataset, preset, n=n, seed=eval_seed, out_dir=folder, model_name=row,
-                         classifiers=cache.get("clf"), test=cache.get("test"))
+                         classifiers=cache.get("clf"), test=cache.get("test"), sampling=options or None)
     res["bench_hash"] = stamp
+    res["sampling_options"] = options
     res["training"] = json.loads((run / "summary.json").read_text())
     res["parameters"] = sum(p.numel() for p in model.parameters())
     res["sampling"] = sampling_speed(model, n=64)
+    folder.mkdir(parents=True, exist_ok=True)
     res_file.write_text(json.dumps(res, indent=2))
     return res
 
@@ -202,21 +259,28 @@ def aggregate(results: dict[str, list[dict[str, Any]]], keys: list[tuple[str, st
     return "\n".join(lines)
 
 
+def _mean_or_na(values: list) -> str:
+    """Mean of the figures, or "n/a" when a run lacks one (runs made before it was recorded)."""
+    return "n/a" if any(v is None for v in values) else f"{np.mean(values):.0f}"
+
+
 def cost_table(results: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["| method | parameters | steps reached | train samples/s | train wall time (s) | peak RSS (MiB) "
-             "| sampling samples/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | parameters | steps reached | train samples/s | train wall time (s) "
+             "| peak RSS in training (MiB) | peak RSS of the process (MiB) | sampling samples/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row, rs in results.items():
         tr = [r["training"] for r in rs]
         samp = rs[0]["sampling"]
         lines.append(f"| {row} | {rs[0]['parameters'] / 1e6:.2f}M | {np.mean([t['steps_done'] for t in tr]):.0f} "
                      f"| {np.mean([t['samples_per_s'] for t in tr]):.0f} "
                      f"| {np.mean([t['train_wall_time_s'] for t in tr]):.0f} "
-                     f"| {np.mean([t.get('peak_rss_mib', float('nan')) for t in tr]):.0f} "
+                     f"| {_mean_or_na([t.get('train_peak_rss_mib') for t in tr])} "
+                     f"| {_mean_or_na([t.get('peak_rss_mib') for t in tr])} "
                      f"| {', '.join(f'{k}: {v}' for k, v in samp.items())} |")
     return "\n".join(lines)
 
 
-def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minutes: float, n: int,
+def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minutes: float | dict[str, float], n: int,
               eval_seed: int = 0, log=print, ablation_seeds: int | None = None) -> dict[str, Any]:
     from muni.data import load_dataset
     from muni.evaluation.classifiers import load_or_train_classifiers
@@ -225,30 +289,37 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     ablation_seeds = seeds if ablation_seeds is None else ablation_seeds
-    report = {"preset": preset, "seeds": seeds, "ablation_seeds": ablation_seeds, "minutes_per_run": minutes,
+    budgets = dict(minutes) if isinstance(minutes, dict) else {"*": float(minutes)}
+    budget = lambda suite: budgets.get(suite, budgets["*"])  # noqa: E731
+    flag = " ".join([f"{budgets['*']:g}"] + [f"{k}={v:g}" for k, v in budgets.items() if k != "*"])
+    where = ", ".join(f"{k} {budget(k):g} min" for k in suite_names)
+    report = {"preset": preset, "seeds": seeds, "ablation_seeds": ablation_seeds,
+              "minutes_per_run": {k: budget(k) for k in suite_names},
               "n": n, "eval_seed": eval_seed, "machine": machine_info(), "versions": versions(), "suites": {}}
     md = [f"# muni bench ({preset})\n",
           f"Command: `muni bench --suite {' '.join(suite_names)} --preset {preset} --seeds {seeds} "
           f"{f'--ablation-seeds {ablation_seeds} ' if ablation_seeds != seeds else ''}"
-          f"--minutes {minutes} --n {n} --out {out}`  ",
+          f"--minutes {flag} --n {n} --out {out}`  ",
           f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['platform']}), "
-          f"GPU {report['machine']['gpu'] or 'none'}; every method trained for the same wall-clock budget "
-          f"({minutes} min) on this machine; {n} evaluation conditions per task, evaluation seed {eval_seed}. "
+          f"GPU {report['machine']['gpu'] or 'none'}; every method of a suite trained for the same wall-clock "
+          f"budget on this machine ({where}); {n} evaluation conditions per task, evaluation seed {eval_seed}. "
           "Cells: mean ± std over training seeds; best per column in bold.\n"]
     for name in suite_names:
         suite = SUITES[name]
         n_seeds = ablation_seeds if name == "ablation" else seeds
-        log(f"suite {name} ({suite.dataset}): {len(suite.rows)} rows x {n_seeds} seeds")
+        log(f"suite {name} ({suite.dataset}): {len(suite.rows)} rows x {n_seeds} seeds, {budget(name):g} min per run")
         cache = {"test": load_dataset(suite.dataset, "test", preset),
                  "clf": load_or_train_classifiers(suite.dataset, preset, 0)}
         results: dict[str, list[dict[str, Any]]] = {}
         for seed in range(n_seeds):
-            for row, (method, overrides) in suite.rows.items():
-                run = train_row(out, name, row, method, suite.dataset, preset, overrides, minutes, seed, log)
+            for row, (method, overrides, sampling) in suite.rows.items():
+                run = train_row(out, name, row, method, suite.dataset, preset, overrides, budget(name), seed, log)
                 results.setdefault(row, []).append(
-                    evaluate_row(out, name, row, run, suite.dataset, preset, n, eval_seed, cache, log))
+                    evaluate_row(out, name, row, run, suite.dataset, preset, n, eval_seed, cache, log,
+                                 seed=seed, sampling=sampling))
         keys = [(h, k) for h, k in LAYOUTS[suite.dataset]]
-        section = [f"## {name}: {suite.summary}\n", aggregate(results, keys), "",
+        section = [f"## {name}: {suite.summary}\n", f"Budget: {budget(name):g} min of training per run; "
+                   f"{n_seeds} training seed{'s' if n_seeds > 1 else ''}.\n", aggregate(results, keys), "",
                    accuracy_line(cache["clf"].accuracy), "", "### Cost\n", cost_table(results)]
         sweeps, gsweeps = {}, {}
         for row in suite.nfe_sweep:

@@ -122,6 +122,8 @@ def cmd_train(args) -> int:
     try:
         train_set = load_dataset(args.dataset, "train", args.preset, args.data_seed, args.data_dir)
         test_set = load_dataset(args.dataset, "test", args.preset, args.data_seed, args.data_dir)
+        load_peak = process_peak_rss_mib()
+        can_reset = reset_peak_rss()  # the dataset build/load peaks above training: count training alone
         torch.manual_seed(args.seed)  # model init
         model = build_checked(args.method, modalities, mcfg, device, args.overrides)
         meta = run_meta(args.method, args.dataset, args.preset, args.data_seed, modalities, mcfg)
@@ -139,7 +141,9 @@ def cmd_train(args) -> int:
             summary = {"steps_done": result.steps_done, "wall_time_s": round(time.time() - t0, 1),
                        "train_wall_time_s": round(result.wall_time_s, 1),
                        "samples_per_s": round(result.samples_per_s, 1), "stopped_reason": result.stopped_reason,
-                       "peak_rss_mib": round(peak_rss_mib(), 1), "final_losses": result.final_losses}
+                       "peak_rss_mib": round(max(load_peak, process_peak_rss_mib()), 1),
+                       "train_peak_rss_mib": round(train_peak_rss_mib(), 1) if can_reset else None,
+                       "final_losses": result.final_losses}
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
             print(f"done: {result.steps_done} steps, {result.samples_per_s:.0f} samples/s "
                   f"({result.stopped_reason}); samples in {out / 'samples' / 'final'}")
@@ -148,11 +152,32 @@ def cmd_train(args) -> int:
     return 0
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process in MiB (CPU); peak CUDA memory is added when used."""
+def reset_peak_rss() -> bool:
+    """Restart the peak-RSS count of this process (Linux >= 4.0: ``/proc/self/clear_refs``);
+    False where the system does not allow it (then no training peak is reported)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    return True
+
+
+def process_peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (``ru_maxrss``; on Linux `reset_peak_rss`
+    restarts it too)."""
     import resource
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_peak_rss_mib() -> float:
+    """Peak resident memory in MiB since the last `reset_peak_rss` (``VmHWM``, Linux); the
+    peak CUDA memory since then is added when a GPU is used."""
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     if torch.cuda.is_available():
         rss += torch.cuda.max_memory_allocated() / 2 ** 20
     return rss

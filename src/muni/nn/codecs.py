@@ -119,6 +119,9 @@ def _check_cfg(cfg: CodecConfig) -> None:
                          ("likelihood", ("laplace", "gaussian")), ("flow_solver", ("euler", "heun"))):
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"codec.{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    if cfg.image_likelihood not in (None, "laplace", "gaussian", "bernoulli"):
+        raise ConfigError(f"codec.image_likelihood={cfg.image_likelihood!r} is not one of "
+                          f"laplace, gaussian, bernoulli (or unset: the shared codec.likelihood)")
     if cfg.likelihood_scale <= 0:
         raise ConfigError(f"codec.likelihood_scale must be > 0, got {cfg.likelihood_scale}")
 

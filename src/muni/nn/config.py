@@ -13,6 +13,7 @@ from typing import Literal
 
 DecoderKind = Literal["flow", "gaussian"]
 Likelihood = Literal["laplace", "gaussian"]
+ImageLikelihood = Literal["laplace", "gaussian", "bernoulli"]
 Solver = Literal["euler", "heun"]
 
 
@@ -32,6 +33,9 @@ class CodecConfig:
     audio_decoder: DecoderKind = "flow"  # same choice for audio spectrograms
     likelihood: Likelihood = "laplace"  # likelihood of mean decoders, fixed scale below
     likelihood_scale: float = 0.75  # Laplace b / Gaussian sigma of mean decoders, in data units
+    image_likelihood: ImageLikelihood | None = None  # images' own likelihood; None: `likelihood`.
+    # "bernoulli" (cross-entropy on [0, 1] pixels, MVAE's MNIST choice) suits sparse strokes on
+    # black, where a wide Laplace's per-pixel median is the black canvas (the Digits-ITA preset)
     flow_width: int = 16  # flow U-Net channels at H/2 (2 flow_width at H/4)
     flow_nfe: int = 16  # default ODE velocity evaluations when sampling a flow decoder
     flow_solver: Solver = "euler"  # ODE solver of flow decoders (see muni.flow.samplers)

@@ -4,7 +4,8 @@ spectrograms (1, n_mels, frames) in roughly [-1, 1], treated as one-channel imag
 - `ConvEncoder`: three stride-2 convs (H -> H/2 -> H/4 -> H/8, rounded up), 4x4 adaptive
   pooling, a linear map.
 - `MeanDecoder`: linear map to an H/4 grid, a conv, two stride-2 transposed convs; a
-  fixed-scale Laplace or Gaussian likelihood around this deterministic mean (the "gaussian" decoder of the ablation; MVAE/MMVAE/MoPoE style).
+  fixed-scale Laplace or Gaussian likelihood around this deterministic mean, or for images a
+  Bernoulli one (the "gaussian" decoder of the ablation; MVAE/MMVAE/MoPoE style).
 - `FlowDecoder`: an expressive stochastic decoder, conditional flow matching
   (Lipman et al. 2023) with a small U-Net velocity ``v(x_t, t, z)`` on the linear path.
 
@@ -79,14 +80,17 @@ class MeanDecoder(Decoder):
     ``loss`` is the full NLL summed over dimensions, per dimension
     ``|x - mu| / b + log(2 b)`` (Laplace) or ``(x - mu)^2 / (2 s^2) + log s + log(2 pi) / 2``
     (Gaussian), with ``b = s = cfg.likelihood_scale`` in data units. The image mean passes
-    through a sigmoid (so lies in [0, 1]); the audio mean is unbounded.
+    through a sigmoid (so lies in [0, 1]); the audio mean is unbounded. Images may take their
+    own likelihood (``cfg.image_likelihood``); "bernoulli" is the cross-entropy
+    ``-x log mu - (1 - x) log(1 - mu)`` on [0, 1] pixels, computed from the logits.
     """
 
     def __init__(self, modality: Modality, cfg: CodecConfig, latent_dim: int) -> None:
         super().__init__(modality, latent_dim)
         c_out, height, width = modality.shape
         w = cfg.width
-        self.likelihood = cfg.likelihood
+        image = modality.kind == "image"
+        self.likelihood = cfg.image_likelihood if image and cfg.image_likelihood else cfg.likelihood
         self.scale = cfg.likelihood_scale
         self.grid = (2 * w, height // 4, width // 4)
         self.fc = nn.Linear(latent_dim, 2 * w * (height // 4) * (width // 4))
@@ -96,22 +100,31 @@ class MeanDecoder(Decoder):
             nn.ConvTranspose2d(w, c_out, 4, stride=2, padding=1),
         )
 
+    def _raw(self, z: torch.Tensor) -> torch.Tensor:
+        """The network output before the image sigmoid, (B, C, H, W)."""
+        h = self.fc(z).view(z.shape[0], *self.grid)  # (B, 2w, H/4, W/4)
+        return self.net(h)  # (B, C, H, W)
+
     def mean(self, z: torch.Tensor) -> torch.Tensor:
         """The mean ``mu(z)`` in model format, (B, C, H, W)."""
-        h = self.fc(z).view(z.shape[0], *self.grid)  # (B, 2w, H/4, W/4)
-        h = self.net(h)  # (B, C, H, W)
+        h = self._raw(z)
         return torch.sigmoid(h) if self.modality.kind == "image" else h
 
     def nll(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of `x` under the fixed-scale likelihood around `mu`, (B,)."""
         s = self.scale
-        if self.likelihood == "laplace":
+        if self.likelihood == "bernoulli":
+            mu = mu.clamp(1e-6, 1 - 1e-6)
+            per = -(x * mu.log() + (1 - x) * (-mu).log1p())
+        elif self.likelihood == "laplace":
             per = (x - mu).abs() / s + math.log(2.0 * s)
         else:
             per = 0.5 * ((x - mu) / s).pow(2) + math.log(s) + 0.5 * math.log(2.0 * math.pi)
         return per.flatten(1).sum(1)
 
     def loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "bernoulli":  # from the logits: exact and stable where mu saturates
+            return F.binary_cross_entropy_with_logits(self._raw(z), x, reduction="none").flatten(1).sum(1)
         return self.nll(x, self.mean(z))
 
     @torch.no_grad()
