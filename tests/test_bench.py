@@ -77,23 +77,28 @@ def test_run_hash_changes_with_any_setting():
                 _run_hash("mvae", "d", "quick", (), 5.0, 0)}) == 5
 
 
-def _finished_run(run, method="muni", dataset="polymnist-quadrant", overrides=(), minutes=2.0, seed=0, **changed):
+def _finished_run(run, method="muni", dataset="polymnist-quadrant", overrides=(), minutes=2.0, seed=0,
+                  summary=None, steps=None, **changed):
     """A run directory as `muni train` leaves it: summary with the bench hash, the last checkpoint's
-    configs (`changed` model fields altered, as if a default had changed since)."""
+    configs (`changed` model fields altered, as if a default had changed since; `steps` the
+    step cap it ran under, e.g. the preset's before the bench lifted it)."""
     import dataclasses
     import json
 
+    from muni.bench import _budget_overrides
     from muni.commands.train import resolve
     from muni.config import apply_overrides, to_dict
 
-    mcfg, tcfg = resolve(method, dataset, "quick", seed, list(overrides))
+    mcfg, tcfg = resolve(method, dataset, "quick", seed, list(_budget_overrides(tuple(overrides), minutes)))
     mcfg = dataclasses.replace(mcfg, **changed)
+    if steps is not None:
+        tcfg = dataclasses.replace(tcfg, steps=steps)
     (run / "ckpt-9").mkdir(parents=True)
     (run / "latest").write_text("ckpt-9")
     (run / "ckpt-9" / "checkpoint.json").write_text(json.dumps({
         "meta": {"method": method, "dataset": dataset, "preset": "quick", "data_seed": 0, "model_config": to_dict(mcfg)}, "config": to_dict(apply_overrides(tcfg, [f"minutes={minutes}"]))}))
     h = _run_hash(method, dataset, "quick", tuple(overrides), minutes, seed)
-    (run / "summary.json").write_text(json.dumps({"bench_hash": h}))
+    (run / "summary.json").write_text(json.dumps({"bench_hash": h, **(summary or {})}))
 
 
 def test_finished_run_of_another_suite_is_reused_not_retrained(tmp_path, monkeypatch):
@@ -108,6 +113,27 @@ def test_finished_run_of_another_suite_is_reused_not_retrained(tmp_path, monkeyp
     with pytest.raises(pytest.fail.Exception):  # a different seed is not the same run
         bench.train_row(tmp_path, "ablation", "MUNI (default)", "muni", "polymnist-quadrant", "quick", (),
                         2.0, 1, log=lambda s: None)
+
+
+def test_the_step_cap_is_lifted_under_a_budget_and_moot_for_runs_the_clock_stopped(tmp_path, monkeypatch):
+    import muni.bench as bench
+
+    cmds = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **k: cmds.append(cmd) or pytest.fail("trained"))
+    clock = tmp_path / "runs" / "s" / "MUNI-s0"  # the preset's cap (3000), stopped by the clock at 1100
+    _finished_run(clock, steps=3000, summary={"stopped_reason": "time budget (2 min)", "steps_done": 1100})
+    assert bench.train_row(tmp_path, "s", "MUNI", "muni", "polymnist-quadrant", "quick", (), 2.0, 0,
+                           log=lambda s: None) == clock
+    capped = tmp_path / "runs" / "s" / "MoPoE-s0"  # stopped by the cap: it had budget left
+    _finished_run(capped, method="mopoe", steps=3000, summary={"stopped_reason": "completed", "steps_done": 3000})
+    with pytest.raises(ConfigError, match="other model or training configs"):
+        bench.train_row(tmp_path, "s", "MoPoE", "mopoe", "polymnist-quadrant", "quick", (), 2.0, 0,
+                        log=lambda s: None)
+    with pytest.raises(pytest.fail.Exception):
+        bench.train_row(tmp_path, "s", "MVAE", "mvae", "polymnist-quadrant", "quick", ("model.beta=2",), 5.0, 1,
+                        log=lambda s: None)
+    cmd = " ".join(cmds[-1])
+    assert f"train.steps={bench.BUDGET_STEP_CAP}" in cmd and "train.minutes=5.0" in cmd and "model.beta=2" in cmd
 
 
 def test_a_finished_run_whose_defaults_changed_is_refused_not_reported(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ isolates the rows and gives each its own peak-memory figure.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -71,6 +72,7 @@ SUITES: dict[str, Suite] = {
 }
 
 NFE_SWEEP = (2, 4, 8, 16, 32, 100)
+BUDGET_STEP_CAP = 10 ** 7  # train.steps under a wall-clock budget (never reached)
 
 
 def _slug(row: str) -> str:
@@ -92,7 +94,7 @@ def _same_config(run: Path, method: str, dataset: str, preset: str, overrides: t
     overrides resolve to the same configs share one run.
     """
     from muni.commands.train import resolve
-    from muni.config import apply_overrides, from_dict, to_dict
+    from muni.config import from_dict, to_dict
     from muni.registry import method_spec
     from muni.training import TrainConfig
 
@@ -106,10 +108,27 @@ def _same_config(run: Path, method: str, dataset: str, preset: str, overrides: t
         stored_train = from_dict(TrainConfig, info["config"])
     except (OSError, KeyError, TypeError, ValueError, ConfigError):
         return False
-    mcfg, tcfg = resolve(method, dataset, preset, seed, list(overrides))
-    if minutes:
-        tcfg = apply_overrides(tcfg, [f"minutes={minutes}"])
-    return to_dict(stored_model) == to_dict(mcfg) and to_dict(stored_train) == to_dict(tcfg)
+    mcfg, tcfg = resolve(method, dataset, preset, seed, list(_budget_overrides(overrides, minutes)))
+    stored, wanted = to_dict(stored_train), to_dict(tcfg)
+    if stored["steps"] != wanted["steps"]:  # the step cap is moot for a run the clock stopped below both caps
+        try:
+            done = json.loads((run / "summary.json").read_text())
+        except (OSError, ValueError):
+            return False
+        moot = (str(done.get("stopped_reason", "")).startswith("time budget")
+                and done.get("steps_done", math.inf) < min(stored["steps"], wanted["steps"]))
+        if not moot:
+            return False
+        stored["steps"] = wanted["steps"]
+    return to_dict(stored_model) == to_dict(mcfg) and stored == wanted
+
+
+def _budget_overrides(overrides: tuple[str, ...], minutes: float) -> tuple[str, ...]:
+    """A wall-clock budget replaces the preset's step count as the stopping rule: the step cap is
+    lifted, so that fast methods are not stopped early while slow ones use the whole budget."""
+    if not minutes:
+        return tuple(overrides)
+    return (f"train.steps={BUDGET_STEP_CAP}", *overrides, f"train.minutes={minutes}")
 
 
 def train_row(out: Path, suite: str, row: str, method: str, dataset: str, preset: str,
@@ -141,12 +160,9 @@ def train_row(out: Path, suite: str, row: str, method: str, dataset: str, preset
                                                 "overrides": list(overrides), "minutes": minutes}))
     cmd = [sys.executable, "-m", "muni", "train", "--method", method, "--dataset", dataset, "--preset", preset,
            "--seed", str(seed), "--out", str(run), "--no-progress"]
-    if minutes:
-        cmd += ["--minutes", str(minutes)]
     if resume:
         cmd.append("--resume")
-    if overrides:
-        cmd += ["--set", *overrides]
+    cmd += ["--set", *_budget_overrides(overrides, minutes)] if minutes or overrides else []
     log(f"  [{row} s{seed}] {'resuming' if resume else 'training'}: {' '.join(cmd[2:])}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (run / "train.log").write_text(proc.stdout + proc.stderr)
