@@ -238,7 +238,8 @@ def holder_pool(mu: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor, alph
     (the default) is the pool whose optimality criterion is the symmetric
     alpha-divergence, i.e. the squared Hellinger distance, used by HELVAE [4].
 
-    What is computed (our derivation; [4]'s code was not available). For
+    What is computed (our derivation; for alpha = 1/2 it agrees with the pool of [4]'s official
+    code, ``divergence_measures/mm_div.py`` of vothuckhanhhuyen/hellinger-variational-autoencoders). For
     ``alpha = 1/n`` with integer n >= 1 the pool is *exactly* a Gaussian mixture:
     expanding the n-th power over index tuples ``k = (k_1..k_n)``,
 
