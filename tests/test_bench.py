@@ -158,8 +158,8 @@ def test_rows_whose_settings_resolve_to_the_same_configs_share_one_run(tmp_path,
     done = tmp_path / "runs" / "polymnist-quadrant" / "MUNI-s0"
     _finished_run(done)
     monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("retrained a finished run"))
-    got = bench.train_row(tmp_path, "ablation", "self_recon=target_detached", "muni", "polymnist-quadrant",
-                          "quick", ("model.self_recon=target_detached",), 2.0, 0, log=lambda s: None)
+    got = bench.train_row(tmp_path, "ablation", "self_recon=full_detach", "muni", "polymnist-quadrant",
+                          "quick", ("model.self_recon=full_detach",), 2.0, 0, log=lambda s: None)
     assert got == done
     for method, minutes in (("muni", 3.0), ("mopoe", 2.0)):
         with pytest.raises(pytest.fail.Exception):

@@ -60,7 +60,8 @@ SUITES: dict[str, Suite] = {
         "MUNI (default)": Row("muni"),
         "aggregation=poe": Row("muni", ("model.aggregation=poe",)),
         "self_recon=attached": Row("muni", ("model.self_recon=attached",)),
-        "self_recon=full_detach": Row("muni", ("model.self_recon=full_detach",)),
+        "self_recon=target_detached": Row("muni", ("model.self_recon=target_detached",)),  # the default
+        # until the 3-seed ablation of 2026-11-23 (docs/results/quick/REPORT.md) chose full_detach
         "prior_route=all_subsets": Row("muni", ("model.prior_route=all_subsets",)),
         "prior_route=full_set": Row("muni", ("model.prior_route=full_set",)),
         "decoder=flow": Row("muni", ("model.codec.image_decoder=flow", "model.codec.audio_decoder=flow")),
