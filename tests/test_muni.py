@@ -245,6 +245,17 @@ def test_config_switch_values_are_validated():
         apply_overrides(MuniConfig(), ["aggregation=mixture"])
 
 
+def test_override_sets_one_entry_of_a_dict_field_and_refuses_deeper_keys():
+    cfg = apply_overrides(MuniConfig(), ["kind_weights.audio=0.25", "codec.likelihood_scale=0.5"])
+    assert cfg.kind_weights == {**MuniConfig().kind_weights, "audio": 0.25}
+    assert cfg.codec.likelihood_scale == 0.5
+    assert MuniConfig().kind_weights["audio"] == 1.0          # the default is not mutated
+    with pytest.raises(Exception, match="not a section"):
+        apply_overrides(MuniConfig(), ["beta.x=1"])
+    with pytest.raises(Exception, match="not a section"):
+        apply_overrides(MuniConfig(), ["kind_weights.audio.x=1"])
+
+
 def _losses(run_dir) -> list[dict[str, str]]:
     """log.csv rows without the wall-clock columns."""
     import csv

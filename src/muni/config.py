@@ -132,8 +132,17 @@ def from_json(cls: type[T], text: str) -> T:
     return from_dict(cls, d)
 
 
+def _json_or_str(value: str) -> Any:
+    """A CLI value as JSON where it parses (0.25, true, [1, 2]), else the string itself."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
 def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
-    """Return a copy of `cfg` with ``key=value`` overrides applied (dotted keys for nesting).
+    """Return a copy of `cfg` with ``key=value`` overrides applied (dotted keys for nesting;
+    ``field.name=value`` sets one entry of a dict field).
 
     >>> from dataclasses import dataclass
     >>> @dataclass
@@ -157,6 +166,10 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
                 raise ConfigError(f"unknown config key {key!r} (no field {p!r} in {where}); "
                                   f"known: {', '.join(sorted(names))}")
             tp = _field_types(cls)[p]
+            if i == len(parts) - 2 and (tp is dict or typing.get_origin(tp) is dict):
+                # one entry of a dict field, e.g. model.kind_weights.audio=0.25
+                node[p] = _coerce({**node[p], parts[-1]: _json_or_str(value)}, tp, key)
+                break
             if i < len(parts) - 1:
                 if not dataclasses.is_dataclass(tp):
                     raise ConfigError(f"config key {'.'.join(parts[:i + 1])!r} is not a section")
