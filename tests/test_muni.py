@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
 
 from muni.config import apply_overrides
-from muni.errors import InputError
+from muni.errors import ConfigError, InputError
 from muni.methods.muni import Muni, MuniConfig
 from muni.modalities.base import Modality
 from muni.nn import CodecConfig
@@ -254,6 +255,22 @@ def test_override_sets_one_entry_of_a_dict_field_and_refuses_deeper_keys():
         apply_overrides(MuniConfig(), ["beta.x=1"])
     with pytest.raises(Exception, match="not a section"):
         apply_overrides(MuniConfig(), ["kind_weights.audio.x=1"])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("kind_weights.imgae=2", "unknown kind 'imgae'"),          # a misspelt kind is not ignored
+    ("kind_weights.audio=abc", "kind_weights.audio: expected a number"),
+    ("kind_weights.audio=-1", "finite number >= 0"),
+    ("kind_weights.audio=NaN", "finite number >= 0"),
+    ('kind_weights={"image": true}', "kind_weights.image: expected a number"),
+])
+def test_kind_weights_are_checked_when_the_config_is_built(item, message):
+    from muni.methods.mopoe import MoPoEConfig
+
+    for cfg in (MuniConfig(), MoPoEConfig()):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            apply_overrides(cfg, [item])
+    assert apply_overrides(MuniConfig(), ["kind_weights.audio=2"]).kind_weights["audio"] == 2.0
 
 
 def _losses(run_dir) -> list[dict[str, str]]:

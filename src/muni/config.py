@@ -72,6 +72,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(f"{key}: expected a JSON object, got {value!r}") from e
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a JSON object, got {value!r}")
+        if len(args) == 2:  # dict[K, V]: coerce every entry
+            return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
@@ -168,7 +170,7 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
             tp = _field_types(cls)[p]
             if i == len(parts) - 2 and (tp is dict or typing.get_origin(tp) is dict):
                 # one entry of a dict field, e.g. model.kind_weights.audio=0.25
-                node[p] = _coerce({**node[p], parts[-1]: _json_or_str(value)}, tp, key)
+                node[p] = _coerce({**node[p], parts[-1]: _json_or_str(value)}, tp, ".".join(parts[:-1]))
                 break
             if i < len(parts) - 1:
                 if not dataclasses.is_dataclass(tp):

@@ -12,12 +12,28 @@ Generation: ``generate(given, targets, n=None, generator=None) -> dict[str, Tens
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from muni.errors import InputError
-from muni.modalities.base import Modality, check_modality_names
+from muni.errors import ConfigError, InputError
+from muni.modalities.base import KINDS, Modality, check_modality_names
+
+
+def check_kind_weights(weights: dict[str, float]) -> None:
+    """Refuse kind weights with an unknown kind or a weight that is not a finite number >= 0.
+
+    >>> check_kind_weights({"imgae": 1.0})
+    Traceback (most recent call last):
+    ...
+    muni.errors.ConfigError: kind_weights: unknown kind 'imgae'; the kinds are image, categorical, text, audio
+    """
+    for kind, w in weights.items():
+        if kind not in KINDS:
+            raise ConfigError(f"kind_weights: unknown kind {kind!r}; the kinds are {', '.join(KINDS)}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ConfigError(f"kind_weights.{kind}: expected a finite number >= 0, got {w!r}")
 
 
 @runtime_checkable

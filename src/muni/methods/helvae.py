@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import torch
 
 from muni.methods.aggregation import holder_pool, kl_normal, sample_normal
+from muni.methods.base import check_kind_weights
 from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
 from muni.nn import CodecConfig
 
@@ -54,8 +55,11 @@ class HELVAEConfig:
     beta: float = 2.5                        # KL weight (MoPoE / MMVAE+ PolyMNIST setting)
     prior_expert: bool = False               # add N(0, I) as a pooled expert
     rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
-    kind_weights: dict = field(default_factory=default_kind_weights)  # used when rescale="kind"
+    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
     temperature: float = 1.0                 # decoder sampling temperature
+
+    def __post_init__(self) -> None:
+        check_kind_weights(self.kind_weights)
 
 
 class HELVAE(MultimodalVAE):

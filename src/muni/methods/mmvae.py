@@ -37,6 +37,7 @@ import torch
 
 from muni.errors import ConfigError
 from muni.methods.aggregation import log_normal, moe_log_density, moe_sample
+from muni.methods.base import check_kind_weights
 from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
 from muni.modalities.base import Modality
 from muni.nn import CodecConfig
@@ -50,8 +51,11 @@ class MMVAEConfig:
     k: int = 1                               # samples per expert (importance samples for dreg)
     beta: float = 1.0                        # weight of log q - log p
     rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
-    kind_weights: dict = field(default_factory=default_kind_weights)  # used when rescale="kind"
+    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
     temperature: float = 1.0                 # decoder sampling temperature
+
+    def __post_init__(self) -> None:
+        check_kind_weights(self.kind_weights)
 
 
 class MMVAE(MultimodalVAE):

@@ -33,7 +33,7 @@ from muni.errors import InputError
 from muni.flow.paths import LinearPath
 from muni.flow.prior import FlowPrior
 from muni.methods.aggregation import AGGREGATORS, kl_normal
-from muni.methods.base import check_generate_args
+from muni.methods.base import check_generate_args, check_kind_weights
 from muni.modalities.base import Modality
 from muni.nn import CodecConfig, build_decoder, build_encoder
 
@@ -53,7 +53,7 @@ class MuniConfig:
     rate_target: Literal["standard_normal", "flow_prior"] = "standard_normal"  # KL(q || .) target
     beta: float = 0.5                        # weight of the rate (minimality) term
     subset_sampler: Literal["uniform", "weighted"] = "uniform"  # distribution of observed subsets S
-    kind_weights: dict = field(default_factory=lambda: {"image": 1.0, "audio": 1.0,
+    kind_weights: dict[str, float] = field(default_factory=lambda: {"image": 1.0, "audio": 1.0,
                                                         "categorical": 100.0, "text": 20.0})
     prior_hidden: int = 256                  # prior velocity MLP width
     prior_depth: int = 4                     # prior velocity MLP residual blocks
@@ -66,6 +66,9 @@ class MuniConfig:
     prior_solver: Literal["euler", "heun"] = "euler"
     temperature: float = 1.0                 # decoder sampling temperature
     prior_temperature: float = 1.0           # scale of the prior sampler's initial noise
+
+    def __post_init__(self) -> None:
+        check_kind_weights(self.kind_weights)
 
 
 class Muni(nn.Module):

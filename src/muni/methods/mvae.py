@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from muni.methods.aggregation import kl_normal, product_of_experts, sample_normal, subsets
+from muni.methods.base import check_kind_weights
 from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
 from muni.nn import CodecConfig
 
@@ -38,8 +39,11 @@ class MVAEConfig:
     beta: float = 1.0                        # KL weight of every ELBO term
     num_random_subsets: int = 1              # K random subsets ELBO(X_S) per step, beyond joint + unimodal
     rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
-    kind_weights: dict = field(default_factory=default_kind_weights)  # used when rescale="kind"
+    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
     temperature: float = 1.0                 # decoder sampling temperature
+
+    def __post_init__(self) -> None:
+        check_kind_weights(self.kind_weights)
 
 
 class MVAE(MultimodalVAE):
