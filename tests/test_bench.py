@@ -89,7 +89,7 @@ def _finished_run(run, method="muni", dataset="polymnist-quadrant", overrides=()
     from muni.commands.train import resolve
     from muni.config import apply_overrides, to_dict
 
-    mcfg, tcfg = resolve(method, dataset, "quick", seed, list(_budget_overrides(tuple(overrides), minutes)))
+    mcfg, tcfg = resolve(method, dataset, "quick", seed, list(_budget_overrides(method, tuple(overrides), minutes)))
     mcfg = dataclasses.replace(mcfg, **changed)
     if steps is not None:
         tcfg = dataclasses.replace(tcfg, steps=steps)
@@ -134,6 +134,30 @@ def test_the_step_cap_is_lifted_under_a_budget_and_moot_for_runs_the_clock_stopp
                         log=lambda s: None)
     cmd = " ".join(cmds[-1])
     assert f"train.steps={bench.BUDGET_STEP_CAP}" in cmd and "train.minutes=5.0" in cmd and "model.beta=2" in cmd
+    assert "ae_steps" not in cmd
+
+
+def test_a_budget_lifts_jointflows_stage_one_step_count_with_the_step_cap(tmp_path, monkeypatch):
+    """Under a budget JointFlow's stage 1 ends at `ae_fraction` of it, not at the preset's ae_steps
+    (half the preset's 3000 steps); a run trained with the preset's ae_steps is not reused."""
+    import muni.bench as bench
+    from muni.commands.train import resolve
+
+    mcfg, _ = resolve("jointflow", "polymnist-quadrant", "quick", 0, list(bench._budget_overrides("jointflow", (), 20.0)))
+    assert mcfg.ae_steps == bench.BUDGET_STEP_CAP
+    assert resolve("jointflow", "polymnist-quadrant", "quick", 0, [])[0].ae_steps == 1500  # no budget: the preset's
+    cmds = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **k: cmds.append(cmd) or pytest.fail("trained"))
+    old = tmp_path / "runs" / "s" / "JointFlow-s0"
+    _finished_run(old, method="jointflow", minutes=20.0, ae_steps=1500,
+                  summary={"stopped_reason": "time budget (20 min)", "steps_done": 9000})
+    with pytest.raises(ConfigError, match="other model or training configs"):
+        bench.train_row(tmp_path, "s", "JointFlow", "jointflow", "polymnist-quadrant", "quick", (), 20.0, 0,
+                        log=lambda s: None)
+    with pytest.raises(pytest.fail.Exception):  # a fresh row trains with the lifted stage-1 count
+        bench.train_row(tmp_path, "t", "JointFlow", "jointflow", "polymnist-quadrant", "quick", (), 20.0, 0,
+                        log=lambda s: None)
+    assert f"model.ae_steps={bench.BUDGET_STEP_CAP}" in " ".join(cmds[-1])
 
 
 def test_a_finished_run_whose_defaults_changed_is_refused_not_reported(tmp_path, monkeypatch):

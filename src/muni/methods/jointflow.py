@@ -25,7 +25,8 @@ The model does not see the training step: it counts its own `loss` calls in the 
 budget (``muni train --minutes``, `muni bench`) the loop also reports the fraction of the budget
 spent (`on_budget_progress`), and stage 1 ends once `ae_fraction` of it has passed, whichever
 comes first: a budget-limited run gives both stages their share instead of stopping inside stage
-1 (the flag ``switched`` is saved with the weights). In stage 2 the
+1 (the flag ``switched`` is saved with the weights). `muni bench` lifts `ae_steps` with the step
+cap under a budget, so there the budget alone splits the stages. In stage 2 the
 autoencoders run under ``torch.no_grad`` (posterior means), so they receive no gradient and
 AdamW leaves them untouched (parameters whose grad is None are skipped). At the first stage-2
 call the latents' per-modality mean and scale are measured on that batch (averaged over DDP
