@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from muni.data import load_dataset
-from muni.errors import InputError
+from muni.errors import InputError, MuniError
 from muni.evaluation.classifiers import load_or_train_classifiers
 from muni.registry import load_model
 
@@ -62,4 +62,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MuniError as e:  # a wrong run directory or a missing data file: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
