@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from muni.data.base import MultimodalDataset
+from muni.methods.base import Method
 from muni.modalities.base import Modality
 
 
@@ -27,7 +28,7 @@ def toy_dataset(n: int = 64, seed: int = 0) -> MultimodalDataset:
                              factors={"digit": label.clone()})
 
 
-class ToyModel(nn.Module):
+class ToyModel(Method):
     """Denoising autoencoder on ``image`` + classifier of ``label`` from ``image``.
 
     Parameters

@@ -13,7 +13,7 @@ import torch
 from _toy import ToyModel
 from muni.errors import CheckpointError
 from muni.training import checkpoint as ckpt
-from muni.training import load_checkpoint, load_model_weights, load_state_into, save_model_weights
+from muni.training import load_checkpoint, load_state_into
 
 
 def _tensors(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -98,30 +98,16 @@ def test_pickle_files_are_refused(tmp_path, run):
     torch.save({"w": torch.zeros(3)}, pt)
     with pytest.raises(CheckpointError, match=r"model\.pt: refusing to unpickle"):
         load_checkpoint(pt)
-    disguised = tmp_path / "weights.safetensors"
+    disguised = tmp_path / "elsewhere" / "state.safetensors"
+    disguised.parent.mkdir()
     disguised.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(CheckpointError, match=r"weights\.safetensors: refusing to unpickle"):
-        load_model_weights(disguised)
+    with pytest.raises(CheckpointError, match=r"state\.safetensors: refusing to unpickle"):
+        load_checkpoint(disguised)
     with pytest.raises(CheckpointError, match="loads a directory"):
         load_checkpoint(_state_file(run))
     torch.save({"w": torch.zeros(3)}, run / "ckpt-7" / "extra.ckpt")
     with pytest.raises(CheckpointError, match=r"extra\.ckpt: refusing to unpickle"):
         load_checkpoint(run)
-
-
-def test_weights_export_refuses_pickle_named_model_safetensors(tmp_path):
-    torch.manual_seed(0)
-    m = ToyModel()
-    path = save_model_weights(tmp_path / "w", m, {"method": "toy"})
-    ck = load_model_weights(path, expect_method="toy")
-    fresh = ToyModel()
-    load_state_into(fresh, ck.model_state())
-    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), fresh.parameters()))
-    with pytest.raises(CheckpointError, match="method 'toy', expected 'mvae'"):
-        load_model_weights(path, expect_method="mvae")
-    (path / ckpt.WEIGHTS_FILE).write_bytes(pickle.dumps(m.state_dict()))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: refusing to unpickle"):
-        load_model_weights(path)
 
 
 def test_wrong_format_version_and_method_are_refused(run):

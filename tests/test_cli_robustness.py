@@ -61,17 +61,17 @@ def _tiny_dataset(n: int = 16):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run directory with a 2-step checkpoint of a tiny 4-kind MUNI (meta as `muni train`)."""
-    from muni.commands.train import run_meta
     from muni.methods.muni import Muni
+    from muni.run import RunSpec
     from muni.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
     torch.manual_seed(0)
     cfg = tiny_config()
     model = Muni(MODS, cfg)
-    meta = run_meta("muni", "tiny", "quick", 0, MODS, cfg)
-    train(model, _tiny_dataset(), TrainConfig(steps=2, batch_size=4, log_every=1, num_threads=1),
-          out, meta=meta, progress=False)
+    tcfg = TrainConfig(steps=2, batch_size=4, log_every=1, num_threads=1)
+    meta = RunSpec("muni", "tiny", "quick", cfg, tcfg).checkpoint_meta(MODS)
+    train(model, _tiny_dataset(), tcfg, out, meta=meta, progress=False)
     return out
 
 
@@ -106,7 +106,7 @@ def files(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture
 def no_training(monkeypatch):
     """Any argv that slips past --dry-run and tries to start training fails the test loudly."""
-    import muni.commands.train as train_cmd
+    import muni.run as train_cmd
 
     def refuse(*a, **k):
         raise AssertionError("the CLI fuzz must never reach training")
@@ -118,8 +118,7 @@ def no_training(monkeypatch):
 # ---------------------------------------------------------------------------- helpers
 
 FLAGS = {"--method", "--dataset", "--preset", "--seed", "--data-seed", "--data-dir", "--out",
-         "--minutes", "--set", "--given", "--targets", "--n", "--sampler", "--guidance",
-         "--prior-nfe", "--decoder-nfe", "--temperature", "--unconditional", "checkpoint",
+         "--minutes", "--set", "--given", "--targets", "--n", "--sample", "--unconditional", "checkpoint",
          "COMMAND", "ACTION", "dataset", "--split", "--resume", "--no-ema", "--dry-run"}
 
 
@@ -239,10 +238,11 @@ def test_fuzz_sample_argv(data, run_dir, files, capsys):
         argv += ["--unconditional"]
     if draw(st.booleans()):
         argv += ["--targets", *draw(st.lists(st.one_of(st.sampled_from(list(MODS)), JUNK), min_size=1, max_size=3))]
-    opts = {"--n": st.one_of(st.integers(-1, 3).map(str), JUNK), "--seed": NUM, "--guidance": NUM,
-            "--temperature": NUM, "--prior-nfe": st.one_of(st.integers(-1, 2).map(str), JUNK),
-            "--decoder-nfe": st.one_of(st.integers(-1, 2).map(str), JUNK),
-            "--sampler": CHOICE(["prior", "posterior"])}
+    option = st.sampled_from(["guidance", "temperature", "prior_nfe", "decoder_nfe", "conditional_sampler",
+                              "prior_temperature", "nfe", "nope", ""])
+    value = st.one_of(st.integers(-1, 2).map(str), st.sampled_from(["prior", "posterior"]), NUM)
+    opts = {"--n": st.one_of(st.integers(-1, 3).map(str), JUNK), "--seed": NUM,
+            "--sample": st.one_of(st.tuples(option, value).map("=".join), JUNK)}
     for flag in draw(st.lists(st.sampled_from(sorted(opts)), max_size=2, unique=True)):
         argv += [flag, draw(opts[flag])]
     if "--n" not in argv:
@@ -426,14 +426,16 @@ def test_sample_rejects_bad_given(given_, needles, run_dir, files, out, capsys):
 
 @pytest.mark.parametrize("extra, needles", [
     (["--unconditional", "--n", "0"], ["--n"]),
-    (["--unconditional", "--prior-nfe", "0"], ["--prior-nfe"]),
-    (["--unconditional", "--decoder-nfe", "-2"], ["--decoder-nfe"]),
-    (["--unconditional", "--temperature", "nan"], ["--temperature"]),
-    (["--unconditional", "--guidance", "inf"], ["--guidance"]),
+    (["--unconditional", "--sample", "prior_nfe=0"], ["prior_nfe", ">= 1"]),
+    (["--unconditional", "--sample", "decoder_nfe=-2"], ["decoder_nfe"]),
+    (["--unconditional", "--sample", "temperature=nan"], ["temperature", "finite"]),
+    (["--unconditional", "--sample", "guidance=inf"], ["guidance", "finite"]),
+    (["--unconditional", "--sample", "guidence=2"], ["'guidence'", "it takes: conditional_sampler, guidance"]),
+    (["--unconditional", "--sample", "guidance"], ["--sample", "KEY=VALUE"]),
     (["--unconditional", "--seed", str(2 ** 70)], ["--seed"]),
     (["--given", "digit=1", "--targets", "img", "nope"], ["--targets", "'nope'"]),
     (["--given", "digit=1", "--targets", "img", "img"], ["targets", "duplicates"]),
-    (["--unconditional", "--sampler", "magic"], ["--sampler", "'magic'"]),
+    (["--unconditional", "--sample", "conditional_sampler=magic"], ["conditional_sampler", "'magic'"]),
 ])
 def test_sample_rejects_bad_options(extra, needles, run_dir, out, capsys):
     assert_rejected(["sample", str(run_dir), *extra, "--out", str(out)], capsys, *needles, out_dir=out)
@@ -475,7 +477,7 @@ def test_sample_happy_path_writes(run_dir, files, out, capsys):
 
 def test_out_under_a_regular_file_is_refused_before_any_work(run_dir, files, monkeypatch, capsys):
     """--out whose parent is a regular file fails for root too; train reports it before loading data."""
-    import muni.commands.train as train_cmd
+    import muni.run as train_cmd
     import muni.registry
 
     bad = Path(files["regular_file"]) / "out"
@@ -493,7 +495,7 @@ def test_out_under_a_regular_file_is_refused_before_any_work(run_dir, files, mon
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                     reason="root ignores directory permissions")
 def test_read_only_out_dir_is_refused(run_dir, tmp_path, monkeypatch, capsys):
-    import muni.commands.train as train_cmd
+    import muni.run as train_cmd
 
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -13,7 +13,7 @@ from muni.flow.paths import flow_matching_loss
 from muni.modalities.base import PAD_ID, Modality
 from muni.nn import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder, TextDecoder,
                      build_decoder, build_encoder)
-from muni.nn.codecs import to_signed
+from muni.nn.interface import to_signed
 
 TINY = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, text_width=16, flow_nfe=4)
 LATENT = 12

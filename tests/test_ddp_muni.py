@@ -3,6 +3,7 @@
 One run of a tiny MUNI (3 steps, global batch 8) on the quick PolyMNIST-Quadrant build, which
 is cached in the session's MUNI_CACHE_DIR (the subprocesses share it): exit 0, rank 0 alone
 writes one checkpoint, one log.csv and the final sample sheets, and the checkpoint loads.
+End to end (two torch processes): marked ``slow``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 TINY_MODEL = ["model.codec.width=8", "model.codec.flow_width=8", "model.codec.embed_dim=16",
               "model.codec.mlp_width=16", "model.codec.flow_nfe=2", "model.latent_dim=4",
               "model.prior_hidden=16", "model.prior_depth=1", "model.agg_hidden=16", "model.prior_nfe=2"]
+
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:

@@ -1,7 +1,8 @@
 """Evaluation classifiers on small real builds, and the reference models scored with them.
 
 The classifiers are trained once per session on small builds of both benchmarks (real MNIST,
-FSDD and backgrounds); every test reuses them.
+FSDD and backgrounds); every test reuses them. End to end and about three minutes of training on
+2 cores: marked ``slow`` (``pytest -m slow``; CI runs it after the default suite).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from muni.evaluation.report import run_evaluation
 SMALL = {"n_train": 4000, "n_test": 400}
 CFG = ClassifierConfig(epochs=6, width=16)  # small and fast: the test build is small too
 N = 200
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=["polymnist-quadrant", "digits-ita"])

@@ -189,12 +189,20 @@ def test_same_seed_same_report(tmp_path, ita):
 
 
 def test_sampling_options_reach_generate_and_unknown_ones_are_refused(pq):
-    from muni.commands.evaluate import _sampling
+    from dataclasses import dataclass
+
     from muni.evaluation.report import WithSampling
+    from muni.methods.base import sampling_options
+    from muni.methods.muni import Muni
 
     ds, clf = pq
 
+    @dataclass
+    class Options:
+        guidance: float | None = None
+
     class Recorder(Oracle):
+        Sampling = Options
         seen: list = []
 
         def generate(self, given, targets, n=None, generator=None, *, guidance=1.0):
@@ -209,7 +217,12 @@ def test_sampling_options_reach_generate_and_unknown_ones_are_refused(pq):
         WithSampling(model, prior_nfe=4)
     with pytest.raises(InputError, match="takes: none"):
         WithSampling(Oracle(ds), guidance=2)
-    assert _sampling(["guidance=6", "prior_nfe=16", "conditional_sampler=posterior", "t=0.5"]) == {
-        "guidance": 6, "prior_nfe": 16, "conditional_sampler": "posterior", "t": 0.5}
-    with pytest.raises(InputError, match="KEY=VALUE"):
-        _sampling(["guidance"])
+    # one parser for the command line (KEY=VALUE, typed by the method's Sampling) and Python
+    assert sampling_options(Muni, ["guidance=6", "prior_nfe=16", "conditional_sampler=posterior"]) == {
+        "guidance": 6.0, "prior_nfe": 16, "conditional_sampler": "posterior"}
+    assert sampling_options(Muni, {"temperature": 0}) == {"temperature": 0.0}
+    for bad, msg in ((["guidance"], "KEY=VALUE"), (["prior_nfe=1.5"], "prior_nfe"), (["prior_nfe=0"], ">= 1"),
+                     ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+                     (["conditional_sampler=magic"], "conditional_sampler"), (["nfe=4"], "'nfe'.*takes: ")):
+        with pytest.raises(InputError, match=msg):
+            sampling_options(Muni, bad)

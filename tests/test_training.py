@@ -230,7 +230,7 @@ def test_training_peak_rss_restarts_after_the_data_load() -> None:
     show in the training peak, else every row of a suite reports the same figure."""
     import numpy as np
 
-    from muni.commands.train import process_peak_rss_mib, reset_peak_rss, train_peak_rss_mib
+    from muni.training.resources import process_peak_rss_mib, reset_peak_rss, train_peak_rss_mib
 
     big = np.ones(40_000_000)  # 305 MiB, touched
     del big

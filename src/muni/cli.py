@@ -7,23 +7,14 @@ exits with status 2; no traceback reaches the user.
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import shlex
 import sys
-from pathlib import Path
 
-from muni.errors import InputError, MuniError
+from muni.commands import bench, data, evaluate, sample, train
+from muni.errors import MuniError
 
-# command name -> module under muni.commands exposing `add_parser(subparsers)`; each parser
-# sets `func(args) -> int`.
-COMMANDS = {
-    "data": "muni.commands.data",
-    "train": "muni.commands.train",
-    "sample": "muni.commands.sample",
-    "eval": "muni.commands.evaluate",
-    "bench": "muni.commands.bench",
-}
+# command name -> module exposing `add_parser(subparsers)`; each parser sets `func(args) -> int`.
+COMMANDS = {"data": data, "train": train, "sample": sample, "eval": evaluate, "bench": bench}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,41 +28,14 @@ def _exit(msg: str):
     raise SystemExit(2)
 
 
-def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> None:
-    """Raise `InputError` when `path` cannot become a writable directory; creates nothing.
-
-    Commands call it before loading data or models, so a typo'd or read-only output path is
-    reported in a second, not after the expensive part.
-    """
-    folder = Path(path)
-    if folder.exists():
-        if not folder.is_dir():
-            raise InputError(f"{flag} {str(folder)!r}: exists and is not a directory")
-        existing = folder
-    else:
-        existing = folder.absolute().parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise InputError(f"{flag} {str(folder)!r}: {str(existing)!r} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {str(folder)!r}: {str(existing)!r} is not writable")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from muni import __version__
 
     parser = _Parser(prog="muni", description="Any-to-any multimodal generation.")
     parser.add_argument("--version", action="version", version=f"muni {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # command group not installed in this build
-            raise
-        mod.add_parser(sub)
+    for module in COMMANDS.values():
+        module.add_parser(sub)
     return parser
 
 

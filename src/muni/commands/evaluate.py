@@ -41,22 +41,9 @@ def _load_model(spec: str, args: argparse.Namespace):
     return load_model(spec), Path(spec).name
 
 
-def _sampling(pairs: list[str] | None) -> dict:
-    """``["guidance=6", "conditional_sampler=posterior"]`` -> ``{"guidance": 6.0, ...}``."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--sample expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def _run(args: argparse.Namespace) -> int:
     from muni.evaluation.report import markdown_report, run_evaluation
+    from muni.methods.base import sampling_options
 
     model, name = _load_model(args.model, args)
     if set(model.modalities) != set(load_dataset(args.dataset, "test", args.preset, args.data_seed,
@@ -65,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     results = run_evaluation(model, args.dataset, args.preset, args.n, args.seed, args.out,
                              args.name or name, matrix_n=args.matrix_n, batch_size=args.batch_size,
                              data_seed=args.data_seed, data_dir=args.data_dir,
-                             sampling=_sampling(args.sample))
+                             sampling=sampling_options(model, args.sample))
     print(markdown_report(results).split("## Every number")[0].rstrip())
     print(f"\nwrote {args.out}/results.json, results.md, metrics.png, samples/")
     return 0
@@ -112,7 +99,7 @@ def add_parser(subparsers) -> None:
     r.add_argument("--name", default=None, help="row name in the tables (default: the model)")
     r.add_argument("--sample", nargs="+", metavar="KEY=VALUE", default=None,
                    help="sampler options for every generate call, e.g. guidance=6 prior_nfe=16 "
-                        "conditional_sampler=posterior (MUNI)")
+                        "conditional_sampler=posterior (MUNI); the same keys as muni sample --sample")
     r.add_argument("--out", required=True, help="output directory")
     common(r)
     r.set_defaults(func=_run)

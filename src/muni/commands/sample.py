@@ -2,6 +2,7 @@
 
     muni sample RUN_OR_CKPT --given digit=7 quadrant=2 --n 16 --out DIR
     muni sample RUN_OR_CKPT --unconditional --n 16 --out DIR
+    muni sample RUN_OR_CKPT --given digit=7 --sample guidance=6 prior_nfe=16 --out DIR
 
 Given values by modality kind: categorical by index or class name, image by PNG path (its size
 must match the modality), text by a string, audio by a WAV path (its sample rate must match).
@@ -11,7 +12,6 @@ Every bad argument is one clear error (exit 2); nothing is written before all in
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -32,12 +32,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n", type=int, default=16, help="number of samples")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", choices=("prior", "posterior"), default=None,
-                   help="MUNI conditional sampler (default: the checkpoint's config)")
-    p.add_argument("--guidance", type=float, default=None, help="MUNI prior guidance weight")
-    p.add_argument("--prior-nfe", type=int, default=None, help="ODE steps of the latent prior")
-    p.add_argument("--decoder-nfe", type=int, default=None, help="ODE steps of flow decoders")
-    p.add_argument("--temperature", type=float, default=None, help="decoder temperature")
+    p.add_argument("--sample", nargs="+", metavar="KEY=VALUE", default=None,
+                   help="sampler options of the checkpoint's method, e.g. guidance=6 prior_nfe=16 "
+                        "conditional_sampler=posterior temperature=0.5 (MUNI); refused by name when "
+                        "the method lacks one")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.set_defaults(func=cmd_sample)
 
@@ -127,39 +125,29 @@ def check_options(args) -> None:
     """Refuse out-of-range numeric options before anything is loaded or written."""
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
-    for flag, v in (("--prior-nfe", args.prior_nfe), ("--decoder-nfe", args.decoder_nfe)):
-        if v is not None and v < 1:
-            raise InputError(f"{flag} must be >= 1, got {v}")
-    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise InputError(f"--temperature must be a finite number >= 0, got {args.temperature}")
-    if args.guidance is not None and not math.isfinite(args.guidance):
-        raise InputError(f"--guidance must be a finite number, got {args.guidance}")
     if not -2 ** 63 <= args.seed < 2 ** 64:
         raise InputError(f"--seed must be in [-2**63, 2**64), got {args.seed}")
 
 
 def cmd_sample(args) -> int:
-    from muni.cli import check_out_dir
+    from muni.methods.base import sampling_options
     from muni.modalities.writers import sample_sheet, write_batch
+    from muni.paths import check_out_dir
     from muni.registry import load_model
 
     check_options(args)
     folder = Path(args.out)
     check_out_dir(folder)  # before the checkpoint loads; nothing is created until the end
     model = load_model(args.checkpoint, ema=not args.no_ema)
+    options = sampling_options(model, args.sample)
     mods = model.modalities
     given = {} if args.unconditional else parse_given(args.given, mods, args.n)
     targets = args.targets or [m for m in mods if m not in given]
     for t in targets:
         if t not in mods:
             raise InputError(f"--targets: unknown modality {t!r}; this model has: {', '.join(mods)}")
-    kwargs = {k: v for k, v in {"conditional_sampler": args.sampler, "guidance": args.guidance,
-                                "prior_nfe": args.prior_nfe, "decoder_nfe": args.decoder_nfe,
-                                "temperature": args.temperature}.items() if v is not None}
-    if kwargs and getattr(model, "method", None) != "muni":
-        raise InputError(f"options {', '.join(kwargs)} apply to MUNI checkpoints only")
     g = torch.Generator().manual_seed(args.seed)
-    out = model.generate(given, targets, n=None if given else args.n, generator=g, **kwargs)
+    out = model.generate(given, targets, n=None if given else args.n, generator=g, **options)
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -168,7 +156,7 @@ def cmd_sample(args) -> int:
             files += write_batch(mods[name], x, folder, name)
         (folder / "sample.json").write_text(json.dumps({
             "checkpoint": str(args.checkpoint), "given": args.given or [], "targets": targets,
-            "n": args.n, "seed": args.seed, "options": kwargs}, indent=2))
+            "n": args.n, "seed": args.seed, "options": options}, indent=2))
     except OSError as e:  # disk full, permissions changed under us, ...
         if created:  # leave no half-written sample folder behind
             shutil.rmtree(folder, ignore_errors=True)

@@ -22,7 +22,7 @@ import torch
 from muni.data.base import MultimodalDataset
 from muni.errors import InputError
 from muni.evaluation.classifiers import content_factors
-from muni.methods.base import check_generate_args
+from muni.methods.base import NoSampling, check_generate_args
 
 
 def _key(x: torch.Tensor, kind: str) -> bytes:
@@ -34,6 +34,8 @@ def _key(x: torch.Tensor, kind: str) -> bytes:
 
 class ReferenceModel:
     """Base: holds the split, validates arguments, and draws real samples at indices."""
+
+    Sampling = NoSampling
 
     def __init__(self, dataset: MultimodalDataset):
         self.dataset = dataset

@@ -15,7 +15,6 @@ conditions of `seed`, and writes under `out_dir`:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import platform
@@ -36,9 +35,8 @@ import muni  # noqa: E402
 from muni.data import load_dataset  # noqa: E402
 from muni.data.base import MultimodalDataset  # noqa: E402
 from muni.evaluation import coherence, frechet  # noqa: E402
-from muni.errors import InputError  # noqa: E402
 from muni.evaluation.classifiers import Classifiers, load_or_train_classifiers  # noqa: E402
-from muni.methods.base import Generative  # noqa: E402
+from muni.methods.base import Generative, sampling_options  # noqa: E402
 from muni.modalities import writers  # noqa: E402
 
 SHEET_ROWS = 8
@@ -104,16 +102,12 @@ def versions() -> dict[str, str]:
 
 class WithSampling:
     """`model` whose `generate` always receives the sampler options `kwargs` (e.g. ``guidance``,
-    ``prior_nfe``, ``conditional_sampler``); unknown options are refused up front, by name."""
+    ``prior_nfe``, ``conditional_sampler``), parsed and checked by `sampling_options`: an option
+    the method lacks is refused up front, by name."""
 
     def __init__(self, model: Generative, **kwargs: Any):
-        params = inspect.signature(model.generate).parameters
-        known = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
-        for k in kwargs:
-            if k not in known:
-                raise InputError(f"sampling option {k!r} is not one {type(model).__name__}.generate takes; "
-                                 f"it takes: {', '.join(known) or 'none'}")
-        self.model, self.kwargs, self.modalities = model, kwargs, model.modalities
+        self.model, self.modalities, self.Sampling = model, model.modalities, model.Sampling
+        self.kwargs = sampling_options(model, kwargs)
 
     def generate(self, given, targets, n=None, generator=None):
         return self.model.generate(given, targets, n=n, generator=generator, **self.kwargs)
@@ -191,16 +185,82 @@ def accuracy_line(acc: dict[str, dict[str, float]]) -> str:
     return "Classifier held-out accuracy — " + "; ".join(parts)
 
 
+def results_table(groups: dict[str, list[dict[str, Any]]] | list[tuple[str, list[dict[str, Any]]]],
+                  layout: list[tuple[str, str]], *, intervals: bool = True, bold_best: bool = False,
+                  chance: bool = True) -> str:
+    """The paper-layout table, one row per (name, results) (`muni eval compare` and `muni bench`).
+
+    A row of one result shows each metric with its 95% interval (`intervals`) or its value; a
+    row of several results (training seeds) shows mean ± std. `bold_best` bolds the best mean
+    of each column; `chance` adds the exact chance row of the independent model.
+    """
+    groups = list(groups.items()) if isinstance(groups, dict) else list(groups)
+    values = [{k: [r["metrics"][k]["value"] for r in rs if k in r["metrics"]] for _, k in layout}
+              for _, rs in groups]
+    best = {k: max((np.mean(v[k]) for v in values if v[k]), default=None) for _, k in layout}
+    lines = ["| model | " + " | ".join(h for h, _ in layout) + " |", "| --- |" + " --- |" * len(layout)]
+    for (row, rs), vals_of in zip(groups, values):
+        cells = []
+        for _, k in layout:
+            vals = vals_of[k]
+            if not vals:
+                cells.append("–")
+                continue
+            if len(rs) == 1 and intervals:
+                s = _cell(rs[0]["metrics"], k)
+            else:
+                s = f"{np.mean(vals):.3f}" + (f" ± {np.std(vals):.3f}" if len(vals) > 1 else "")
+            cells.append(f"**{s}**" if bold_best and np.isclose(np.mean(vals), best[k]) else s)
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if chance:
+        first = groups[0][1][0]["metrics"]
+        lines.append("| *chance (exact, independent)* | "
+                     + " | ".join(fmt_chance(first.get(k, {}).get("chance")) for _, k in layout) + " |")
+    return "\n".join(lines)
+
+
 def main_table(results: list[dict[str, Any]]) -> str:
     """The paper-layout table: one row per result, then the chance row of the independent model."""
-    layout = LAYOUTS[results[0]["dataset"]]
-    lines = ["| model | " + " | ".join(h for h, _ in layout) + " |",
-             "| --- |" + " --- |" * len(layout)]
-    for r in results:
-        lines.append(f"| {r['model']} | " + " | ".join(_cell(r["metrics"], k) for _, k in layout) + " |")
-    chance = [results[0]["metrics"].get(k, {}).get("chance") for _, k in layout]
-    lines.append("| *chance (exact, independent)* | " + " | ".join(map(fmt_chance, chance)) + " |")
+    return results_table([(r["model"], [r]) for r in results], LAYOUTS[results[0]["dataset"]])
+
+
+def _mean_or_na(values: list) -> str:
+    """Mean of the figures, or "n/a" when a run lacks one (runs made before it was recorded)."""
+    return "n/a" if any(v is None for v in values) else f"{np.mean(values):.0f}"
+
+
+def cost_table(groups: dict[str, list[dict[str, Any]]]) -> str:
+    """Parameters, steps, throughput, wall time, peak memory and sampling speed per row."""
+    lines = ["| method | parameters | steps reached | train samples/s | train wall time (s) "
+             "| peak RSS in training (MiB) | peak RSS of the process (MiB) | sampling samples/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row, rs in groups.items():
+        tr = [r["training"] for r in rs]
+        samp = rs[0]["sampling"]
+        lines.append(f"| {row} | {rs[0]['parameters'] / 1e6:.2f}M | {np.mean([t['steps_done'] for t in tr]):.0f} "
+                     f"| {np.mean([t['samples_per_s'] for t in tr]):.0f} "
+                     f"| {np.mean([t['train_wall_time_s'] for t in tr]):.0f} "
+                     f"| {_mean_or_na([t.get('train_peak_rss_mib') for t in tr])} "
+                     f"| {_mean_or_na([t.get('peak_rss_mib') for t in tr])} "
+                     f"| {', '.join(f'{k}: {v}' for k, v in samp.items())} |")
     return "\n".join(lines)
+
+
+def plot_sweep(sweeps: dict[str, dict[str, dict[str, float]]], xlabel: str, path: Path) -> None:
+    """Coherence (with intervals) against a swept sampler option, one line per row."""
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    for row, sw in sweeps.items():
+        xs = [float(k) for k in sw]
+        ax.errorbar(xs, [v["value"] for v in sw.values()],
+                    yerr=[[v["value"] - v["low"] for v in sw.values()], [v["high"] - v["value"] for v in sw.values()]],
+                    marker="o", label=row, capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("unconditional coherence")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def extra_table(results: list[dict[str, Any]]) -> str:

@@ -3,22 +3,148 @@
 Training: ``loss(batch) -> dict[str, Tensor]`` where ``"loss"`` is the scalar to minimise and
 every other entry is a logged term (detached scalars).
 
-Generation: ``generate(given, targets, n=None, generator=None) -> dict[str, Tensor]``:
+Generation: ``generate(given, targets, n=None, generator=None, **options) -> dict[str, Tensor]``:
 - ``given`` maps observed modality names to batches in model format (all the same size B);
 - ``targets`` names the modalities to produce; the result holds exactly those, each in model
   format with batch size B (or ``n`` when ``given`` is empty);
-- an empty ``given`` means unconditional joint sampling of ``targets`` (``n`` required).
+- an empty ``given`` means unconditional joint sampling of ``targets`` (``n`` required);
+- ``options`` are the method's sampler options, the fields of its ``Sampling`` dataclass
+  (e.g. MUNI's ``guidance``, ``prior_nfe``); `sampling_options` parses and checks them, the one
+  route by which ``muni sample --sample``, ``muni eval run --sample`` and the bench set them.
+
+Training stages: a method trained in stages (JointFlow: autoencoders, then the flow) declares
+them with `Method.stages`; the training loop moves it from one to the next (`Stage`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
+from muni.config import from_dict
 from muni.errors import ConfigError, InputError
 from muni.modalities.base import KINDS, Modality, check_modality_names
+
+
+@dataclass
+class NoSampling:
+    """Sampler options of a model that takes none."""
+
+
+# Ranges of sampler options, by field name (every method's `Sampling` uses these names).
+_OPTION_RULES = {
+    "nfe": (lambda v: v >= 1, "an integer >= 1"),
+    "prior_nfe": (lambda v: v >= 1, "an integer >= 1"),
+    "decoder_nfe": (lambda v: v >= 1, "an integer >= 1"),
+    "temperature": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "prior_temperature": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "guidance": (math.isfinite, "a finite number"),
+}
+
+
+def sampling_options(model_or_cls: Any, options: dict[str, Any] | list[str] | tuple[str, ...] | None,
+                     ) -> dict[str, Any]:
+    """Parse and check sampler options against a model's ``Sampling`` dataclass.
+
+    `options` is a dict (Python) or ``KEY=VALUE`` strings (``--sample`` on the command line);
+    values are coerced to the field's type. Returns the options that were set, ready to pass
+    to ``generate(**options)``.
+
+    Raises
+    ------
+    InputError
+        Naming an option the method does not take (and the ones it takes), or a bad value.
+
+    >>> from muni.evaluation.reference import Oracle
+    >>> sampling_options(Oracle, ["guidance=2"])
+    Traceback (most recent call last):
+    ...
+    muni.errors.InputError: sampling option 'guidance' is not one Oracle takes; it takes: none
+    """
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    spec = model_or_cls.Sampling
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        parsed = {}
+        for item in options:
+            key, sep, value = str(item).partition("=")
+            if not sep or not key:
+                raise InputError(f"--sample expects KEY=VALUE, got {item!r}")
+            parsed[key.strip()] = value
+        options = parsed
+    known = [f.name for f in dataclasses.fields(spec)]
+    for key in options:
+        if key not in known:
+            raise InputError(f"sampling option {key!r} is not one {cls.__name__} takes; "
+                             f"it takes: {', '.join(known) or 'none'}")
+    try:
+        values = dataclasses.asdict(from_dict(spec, dict(options), prefix="sampling option "))
+    except ConfigError as e:
+        raise InputError(str(e)) from None
+    out = {k: v for k, v in values.items() if k in options and v is not None}
+    for key, v in out.items():
+        ok, want = _OPTION_RULES.get(key, (lambda _: True, ""))
+        if not isinstance(v, str) and not ok(v):
+            raise InputError(f"sampling option {key} must be {want}, got {v!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a method.
+
+    A stage other than the last ends after `steps` optimizer steps counted from the start of
+    the run, or, in a run with a wall-clock budget (``train.minutes``), once `budget_fraction`
+    of the budget (cumulative over the stages) has passed; the budget then decides alone. The
+    training loop never moves a method back to an earlier stage.
+    """
+
+    name: str
+    steps: int = 0                       # length in steps (runs without a time budget)
+    budget_fraction: float = 0.0         # share of the time budget (runs with one)
+
+
+def stage_at(stages: tuple[Stage, ...], step: int, budget_spent: float | None) -> int:
+    """Index of the stage a run is in at `step` (steps done), with `budget_spent` the fraction of
+    the time budget spent (None: no budget)."""
+    bound = 0.0
+    for i, s in enumerate(stages[:-1]):
+        bound += s.steps if budget_spent is None else s.budget_fraction
+        if (step if budget_spent is None else budget_spent) < bound:
+            return i
+    return len(stages) - 1
+
+
+class Method(nn.Module):
+    """Base of every trainable method: an ``nn.Module`` with ``loss(batch) -> dict`` and
+    `generate`, its sampler options (``Sampling``, a dataclass of optional fields, None meaning
+    the model config's value) and its training stages (one by default)."""
+
+    method: ClassVar[str] = ""
+    Sampling: ClassVar[type] = NoSampling
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The training stages, in order (one stage, ``train``, unless a method declares more)."""
+        return (Stage("train"),)
+
+    def current_stage(self) -> int:
+        """Index of the stage the model is in (kept in its own buffers, so it resumes)."""
+        return 0
+
+    def enter_stage(self, index: int) -> None:
+        """Move to stage `index` (the training loop calls it, with increasing indices)."""
+        if index != 0:
+            raise ValueError(f"{type(self).__name__} has one training stage, not {index + 1}")
+
+    def frozen_parameter_names(self) -> list[str]:
+        """Parameters frozen in the current stage (the EMA copies them exactly)."""
+        return []
 
 
 def check_kind_weights(weights: dict[str, float]) -> None:
@@ -41,6 +167,7 @@ class Generative(Protocol):
     """What the evaluation harness needs of a model."""
 
     modalities: dict[str, Modality]
+    Sampling: type
 
     def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]: ...

@@ -37,29 +37,21 @@ Conditional generation samples the Hellinger pool of the given experts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from muni.methods.aggregation import holder_pool, kl_normal, sample_normal
-from muni.methods.base import check_kind_weights
-from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
-from muni.nn import CodecConfig
+from muni.methods.vae import MultimodalVAE, VAEConfig
 
 
 @dataclass
-class HELVAEConfig:
-    latent_dim: int = 32                     # size of the shared latent z
-    codec: CodecConfig = field(default_factory=vae_codec)  # encoders/decoders (Laplace, scale 0.75)
+class HELVAEConfig(VAEConfig):
+    """Fields of every VAE baseline are in `VAEConfig`; these are the method's own."""
+
     alpha: float = 0.5                       # Hölder exponent, 1/n (0.5 = Hellinger)
     beta: float = 2.5                        # KL weight (MoPoE / MMVAE+ PolyMNIST setting)
     prior_expert: bool = False               # add N(0, I) as a pooled expert
-    rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
-    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
-    temperature: float = 1.0                 # decoder sampling temperature
-
-    def __post_init__(self) -> None:
-        check_kind_weights(self.kind_weights)
 
 
 class HELVAE(MultimodalVAE):

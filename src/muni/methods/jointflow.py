@@ -19,14 +19,11 @@ probability `p_given` and ``t_m = 0`` (role ABSENT) with probability `p_absent` 
 conditional and marginal tasks; a learnable task embedding (sum over modalities of a role
 embedding) tells the network which task it is solving.
 
-The model does not see the training step: it counts its own `loss` calls in the buffer
-``step`` (saved with the weights, so resume continues the right stage). Stage 1 lasts
-`JointFlowConfig.ae_steps` calls; presets set it to half the training steps. Under a wall-clock
-budget (``muni train --minutes``, `muni bench`) the loop also reports the fraction of the budget
-spent (`on_budget_progress`), and stage 1 ends once `ae_fraction` of it has passed, whichever
-comes first: a budget-limited run gives both stages their share instead of stopping inside stage
-1 (the flag ``switched`` is saved with the weights). `muni bench` lifts `ae_steps` with the step
-cap under a budget, so there the budget alone splits the stages. In stage 2 the
+The stages are declared (`JointFlow.stages`) and the training loop moves the model from one to
+the next: stage 1 lasts `JointFlowConfig.ae_steps` steps (presets: half the training steps), or,
+under a wall-clock budget (``muni train --minutes``, `muni bench`), `ae_fraction` of the budget,
+so that a budget-limited run gives both stages their share. The flag ``switched`` is saved with
+the weights, so a resumed run continues in the right stage. In stage 2 the
 autoencoders run under ``torch.no_grad`` (posterior means), so they receive no gradient and
 AdamW leaves them untouched (parameters whose grad is None are skipped). At the first stage-2
 call the latents' per-modality mean and scale are measured on that batch (averaged over DDP
@@ -56,7 +53,7 @@ from torch import nn
 from muni.errors import ConfigError
 from muni.flow.velocity import timestep_embedding
 from muni.methods.aggregation import kl_normal
-from muni.methods.base import check_generate_args
+from muni.methods.base import Method, Stage, check_generate_args
 from muni.modalities.base import Modality
 from muni.nn import CodecConfig, build_decoder, build_encoder
 from muni.training import distributed
@@ -73,8 +70,8 @@ def _gaussian_codec() -> CodecConfig:
 class JointFlowConfig:
     latent_dim: int = 16                     # latent size of EACH modality's autoencoder
     codec: CodecConfig = field(default_factory=_gaussian_codec)  # encoder/decoder backbones
-    ae_steps: int = 1500                     # loss() calls of stage 1 (presets: half the run's steps)
-    ae_fraction: float = 0.5                 # under a time budget, stage 1 also ends at this fraction
+    ae_steps: int = 1500                     # training steps of stage 1 (presets: half the run's steps)
+    ae_fraction: float = 0.5                 # under a time budget, stage 1 ends at this fraction instead
     beta_ae: float = 1e-3                    # KL weight of the stage-1 autoencoders
     width: int = 128                         # transformer width
     depth: int = 3                           # transformer blocks
@@ -84,6 +81,7 @@ class JointFlowConfig:
     p_absent: float = 0.15                   # training: prob. a modality is held at noise (t_m = 0)
     nfe: int = 32                            # Euler steps of the joint sampler
     temperature: float = 1.0                 # decoder sampling temperature
+
 
     def check(self) -> None:
         """Raise `ConfigError` naming the first out-of-range field."""
@@ -99,6 +97,14 @@ class JointFlowConfig:
         for name, ok, want in rules:
             if not ok:
                 raise ConfigError(f"jointflow {name} must be {want}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class JointFlowSampling:
+    """JointFlow's sampler options (`generate` keywords); None: the config's."""
+
+    nfe: int | None = None                   # Euler steps of the joint sampler
+    temperature: float | None = None         # decoder temperature
 
 
 # ---------------------------------------------------------------------------- velocity network
@@ -217,7 +223,7 @@ def joint_euler(velocity_fn: JointVelocityFn, z: torch.Tensor, role: torch.Tenso
 
 
 # ---------------------------------------------------------------------------- the model
-class JointFlow(nn.Module):
+class JointFlow(Method):
     """Per-modality autoencoders (stage 1) + one multi-time latent flow transformer (stage 2).
 
     Args:
@@ -226,6 +232,7 @@ class JointFlow(nn.Module):
     """
 
     method = "jointflow"
+    Sampling = JointFlowSampling
 
     def __init__(self, modalities: dict[str, Modality], cfg: JointFlowConfig):
         super().__init__()
@@ -238,21 +245,26 @@ class JointFlow(nn.Module):
         self.to_latent = nn.ModuleDict({n: nn.Linear(c.embed_dim, 2 * d) for n in self.names})
         self.decoders = nn.ModuleDict({n: build_decoder(mod, c, d) for n, mod in modalities.items()})
         self.velocity = JointVelocity(m, d, cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio)
-        self.register_buffer("step", torch.zeros((), dtype=torch.int64))       # loss() calls so far
-        self.register_buffer("switched", torch.zeros((), dtype=torch.bool))     # budget ended stage 1
+        self.register_buffer("switched", torch.zeros((), dtype=torch.bool))     # stage 1 is over
         self.register_buffer("stats_ready", torch.zeros((), dtype=torch.bool))  # shift/scale measured
         self.register_buffer("latent_shift", torch.zeros(m, d))                 # per-modality mean
         self.register_buffer("latent_scale", torch.ones(m))                     # per-modality std
 
+    def stages(self) -> tuple[Stage, ...]:
+        return (Stage("autoencoders", self.cfg.ae_steps, self.cfg.ae_fraction), Stage("flow"))
+
+    def current_stage(self) -> int:
+        return int(bool(self.switched))
+
+    def enter_stage(self, index: int) -> None:
+        if index not in (0, 1):
+            raise ValueError(f"JointFlow has two training stages, not {index + 1}")
+        self.switched.fill_(index == 1)
+
     @property
     def stage(self) -> int:
         """1 while training the autoencoders, 2 while training the flow."""
-        return 1 if int(self.step) < self.cfg.ae_steps and not bool(self.switched) else 2
-
-    def on_budget_progress(self, fraction: float) -> None:
-        """Training-loop hook: `fraction` of the wall-clock budget is spent (same on every rank)."""
-        if fraction >= self.cfg.ae_fraction:
-            self.switched.fill_(True)
+        return self.current_stage() + 1
 
     def frozen_parameter_names(self) -> list[str]:
         """Parameters frozen now (the autoencoders in stage 2): the EMA copies them exactly."""
@@ -357,8 +369,6 @@ class JointFlow(nn.Module):
             for i, n in enumerate(self.names):
                 terms[f"flow/{n}"] = ((per[:, i] * trained[:, i]).sum()
                                       / trained[:, i].sum().clamp_min(1.0)).detach()
-        if self.training:
-            self.step += 1
         terms["loss"] = total
         return terms
 

@@ -30,32 +30,24 @@ uniformly, then ``z ~ q_k``), which for one given modality is ``q_m(z | x_m)`` a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from muni.errors import ConfigError
 from muni.methods.aggregation import log_normal, moe_log_density, moe_sample
-from muni.methods.base import check_kind_weights
-from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
+from muni.methods.vae import MultimodalVAE, VAEConfig
 from muni.modalities.base import Modality
-from muni.nn import CodecConfig
 
 
 @dataclass
-class MMVAEConfig:
-    latent_dim: int = 32                     # size of the shared latent z
-    codec: CodecConfig = field(default_factory=vae_codec)  # encoders/decoders (Laplace, scale 0.75)
+class MMVAEConfig(VAEConfig):
+    """Fields of every VAE baseline are in `VAEConfig`; these are the method's own."""
+
     objective: Literal["elbo", "dreg"] = "elbo"  # stratified MoE ELBO, or DReG-IWAE
     k: int = 1                               # samples per expert (importance samples for dreg)
     beta: float = 1.0                        # weight of log q - log p
-    rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
-    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
-    temperature: float = 1.0                 # decoder sampling temperature
-
-    def __post_init__(self) -> None:
-        check_kind_weights(self.kind_weights)
 
 
 class MMVAE(MultimodalVAE):

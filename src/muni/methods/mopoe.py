@@ -25,29 +25,21 @@ Conditional generation samples the PoE of exactly the given subset, as [1]'s eva
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from muni.methods.aggregation import (kl_normal, mopoe_sample, mopoe_subset_posteriors, product_of_experts,
                                        sample_normal)
-from muni.methods.base import check_kind_weights
-from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
-from muni.nn import CodecConfig
+from muni.methods.vae import MultimodalVAE, VAEConfig
 
 
 @dataclass
-class MoPoEConfig:
-    latent_dim: int = 32                     # size of the shared latent z
-    codec: CodecConfig = field(default_factory=vae_codec)  # encoders/decoders (Laplace, scale 0.75)
+class MoPoEConfig(VAEConfig):
+    """Fields of every VAE baseline are in `VAEConfig`; these are the method's own."""
+
     beta: float = 2.5                        # KL weight ([1], PolyMNIST)
     prior_expert: bool = False               # add N(0, I) to every subset's PoE
-    rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
-    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
-    temperature: float = 1.0                 # decoder sampling temperature
-
-    def __post_init__(self) -> None:
-        check_kind_weights(self.kind_weights)
 
 
 def mopoe_kl(mu: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor,

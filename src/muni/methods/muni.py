@@ -33,9 +33,21 @@ from muni.errors import InputError
 from muni.flow.paths import LinearPath
 from muni.flow.prior import FlowPrior
 from muni.methods.aggregation import AGGREGATORS, kl_normal
-from muni.methods.base import check_generate_args, check_kind_weights
+from muni.methods.base import Method, check_generate_args, check_kind_weights
 from muni.modalities.base import Modality
 from muni.nn import CodecConfig, build_decoder, build_encoder
+
+
+@dataclass
+class MuniSampling:
+    """MUNI's sampler options (`generate` keywords, ``--sample KEY=VALUE``); None: the config's."""
+
+    conditional_sampler: Literal["prior", "posterior"] | None = None  # how z is drawn given x
+    guidance: float | None = None            # classifier-free guidance weight of the prior sampler
+    prior_nfe: int | None = None             # ODE steps of the latent prior
+    decoder_nfe: int | None = None           # ODE steps of flow decoders
+    temperature: float | None = None         # decoder temperature
+    prior_temperature: float | None = None   # scale of the prior sampler's initial noise
 
 
 @dataclass
@@ -71,7 +83,7 @@ class MuniConfig:
         check_kind_weights(self.kind_weights)
 
 
-class Muni(nn.Module):
+class Muni(Method):
     """The MUNI model: one network for every any-to-any task.
 
     Args:
@@ -80,6 +92,7 @@ class Muni(nn.Module):
     """
 
     method = "muni"
+    Sampling = MuniSampling
 
     def __init__(self, modalities: dict[str, Modality], cfg: MuniConfig):
         super().__init__()

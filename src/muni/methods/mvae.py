@@ -22,28 +22,20 @@ Conditional generation samples the PoE of the given modalities (with the prior e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from muni.methods.aggregation import kl_normal, product_of_experts, sample_normal, subsets
-from muni.methods.base import check_kind_weights
-from muni.methods.vae import MultimodalVAE, Rescale, default_kind_weights, vae_codec
-from muni.nn import CodecConfig
+from muni.methods.vae import MultimodalVAE, VAEConfig
 
 
 @dataclass
-class MVAEConfig:
-    latent_dim: int = 32                     # size of the shared latent z
-    codec: CodecConfig = field(default_factory=vae_codec)  # encoders/decoders (Laplace, scale 0.75)
+class MVAEConfig(VAEConfig):
+    """Fields of every VAE baseline are in `VAEConfig`; these are the method's own."""
+
     beta: float = 1.0                        # KL weight of every ELBO term
     num_random_subsets: int = 1              # K random subsets ELBO(X_S) per step, beyond joint + unimodal
-    rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
-    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
-    temperature: float = 1.0                 # decoder sampling temperature
-
-    def __post_init__(self) -> None:
-        check_kind_weights(self.kind_weights)
 
 
 class MVAE(MultimodalVAE):

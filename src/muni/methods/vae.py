@@ -20,13 +20,14 @@ Likelihood weights (``rescale``):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
 from muni.errors import ConfigError, InputError
-from muni.methods.base import check_generate_args
+from muni.methods.base import Method, check_generate_args, check_kind_weights
 from muni.modalities.base import Modality
 from muni.nn import CodecConfig, build_decoder, build_encoder
 
@@ -63,7 +64,29 @@ def likelihood_weights(modalities: dict[str, Modality], rescale: str,
     raise ConfigError(f"rescale={rescale!r} is not one of numel, kind")
 
 
-class MultimodalVAE(nn.Module):
+@dataclass
+class VAESampling:
+    """Sampler options of the VAE baselines (`generate` keywords); None: the config's."""
+
+    temperature: float | None = None         # decoder temperature
+    decoder_nfe: int | None = None           # ODE steps of flow decoders
+
+
+@dataclass
+class VAEConfig:
+    """Fields every VAE baseline's config shares; each method's config adds its own."""
+
+    latent_dim: int = 32                     # size of the shared latent z
+    codec: CodecConfig = field(default_factory=vae_codec)  # encoders/decoders (Laplace, scale 0.75)
+    rescale: Rescale = "numel"               # likelihood weights: "numel" (papers' rule) or "kind"
+    kind_weights: dict[str, float] = field(default_factory=default_kind_weights)  # used when rescale="kind"
+    temperature: float = 1.0                 # decoder sampling temperature
+
+    def __post_init__(self) -> None:
+        check_kind_weights(self.kind_weights)
+
+
+class MultimodalVAE(Method):
     """Encoders, Gaussian expert heads, decoders and `generate` of a posterior-based VAE.
 
     Subclasses set ``method``, write ``loss(batch, generator=None)`` and
@@ -71,7 +94,7 @@ class MultimodalVAE(nn.Module):
     ``codec``, ``rescale``, ``kind_weights`` and ``temperature``.
     """
 
-    method = ""
+    Sampling = VAESampling
 
     def __init__(self, modalities: dict[str, Modality], cfg) -> None:
         super().__init__()

@@ -3,8 +3,9 @@
 Methods build them with `build_encoder` / `build_decoder` from one `CodecConfig`.
 """
 
-from muni.nn.codecs import Decoder, Encoder, build_decoder, build_encoder
+from muni.nn.codecs import build_decoder, build_encoder
 from muni.nn.config import CodecConfig
+from muni.nn.interface import Decoder, Encoder
 from muni.nn.image import ConvEncoder, FlowDecoder, MeanDecoder
 from muni.nn.label import LabelDecoder, LabelEncoder
 from muni.nn.sequence import BOS_ID, EOS_ID, TextDecoder, TextEncoder

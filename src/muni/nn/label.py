@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from muni.modalities.base import Modality
-from muni.nn.codecs import Decoder, Encoder
+from muni.nn.interface import Decoder, Encoder
 from muni.nn.config import CodecConfig
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from muni.modalities.base import PAD_ID, Modality
-from muni.nn.codecs import Decoder, Encoder
+from muni.nn.interface import Decoder, Encoder
 from muni.nn.config import CodecConfig
 from muni.nn.label import sample_categorical
 

@@ -41,7 +41,6 @@ from muni.errors import CheckpointError
 
 FORMAT_VERSION = 1
 STATE_FILE, INFO_FILE = "state.safetensors", "checkpoint.json"      # training checkpoint
-WEIGHTS_FILE, WEIGHTS_INFO = "model.safetensors", "model.json"      # exported weights
 LATEST = "latest"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 _TMP_PREFIX = ".tmp-"
@@ -105,6 +104,16 @@ def _write_dir_atomic(final: Path, tensors: dict[str, torch.Tensor], info: dict[
     return final
 
 
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Write `obj` as JSON to `path` through a temporary file and one rename (never half-written)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (_TMP_PREFIX + path.name)
+    _write_file(tmp, text.encode())
+    os.replace(tmp, path)
+    return path
+
+
 def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
     """Steps of the complete ``ckpt-<step>`` directories in `run_dir`, ascending."""
     steps = []
@@ -158,24 +167,12 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, tensors: dict[str, to
     return path
 
 
-def save_model_weights(path: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor],
-                       meta: dict[str, Any] | None = None) -> Path:
-    """Export weights to the directory `path` (``model.safetensors`` + ``model.json``).
-
-    `model` is a module or a state dict (e.g. ``Checkpoint.model_state()`` for EMA weights);
-    `meta` (method name, model config, modalities) lets a loader rebuild the model.
-    """
-    tensors = model.state_dict() if isinstance(model, nn.Module) else model
-    return _write_dir_atomic(Path(path), tensors, {"format": "muni-weights", "meta": meta or {}},
-                             WEIGHTS_FILE, WEIGHTS_INFO)
-
-
 # ---------------------------------------------------------------------------- reading
 
 
 @dataclass
 class Checkpoint:
-    """A loaded, verified checkpoint (or weight export).
+    """A loaded, verified checkpoint.
 
     Attributes
     ----------
@@ -210,8 +207,6 @@ class Checkpoint:
 
     def model_state(self, ema: bool = True) -> dict[str, torch.Tensor]:
         """The model's state dict, with EMA parameters substituted when present and `ema`."""
-        if self.info.get("format") == "muni-weights":
-            return dict(self.tensors)
         state = self.group("model")
         if ema:
             state.update({k[len("shadow."):]: v for k, v in self.group("ema").items()
@@ -225,7 +220,7 @@ def _is_pickle(head: bytes) -> bool:
 
 
 def _refuse_file(path: Path, files: str) -> None:
-    """A checkpoint or weights path that is a single file: refuse, naming pickles as such."""
+    """A checkpoint path that is a single file: refuse, naming pickles as such."""
     with open(path, "rb") as f:
         head = f.read(4)
     if path.suffix.lower() in PICKLE_SUFFIXES or _is_pickle(head):
@@ -332,17 +327,6 @@ def load_checkpoint(path: str | os.PathLike, *, expect_method: str | None = None
     return _read_dir(path, STATE_FILE, INFO_FILE, "muni-checkpoint", expect_method)
 
 
-def load_model_weights(path: str | os.PathLike, *,
-                       expect_method: str | None = None) -> Checkpoint:
-    """Load and verify a `save_model_weights` export (same refusals as `load_checkpoint`)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such weights directory")
-    if path.is_file():
-        _refuse_file(path, f"{WEIGHTS_FILE} and {WEIGHTS_INFO}")
-    return _read_dir(path, WEIGHTS_FILE, WEIGHTS_INFO, "muni-weights", expect_method)
-
-
 def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
     """Copy `tensors` into `model` in place, with a clear error on any mismatch.
 
@@ -435,6 +419,6 @@ def restore_rng(state: dict[str, torch.Tensor]) -> None:
 
 
 __all__ = ["Checkpoint", "FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "find_latest",
-           "checkpoint_steps", "clean_stale_temps", "save_model_weights", "load_model_weights",
+           "checkpoint_steps", "clean_stale_temps", "write_json_atomic",
            "load_state_into", "flatten_optimizer", "unflatten_optimizer", "capture_rng",
            "restore_rng"]

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from muni.config import to_dict
 from muni.data.base import MultimodalDataset
 from muni.errors import CheckpointError, ConfigError, MuniError
+from muni.methods.base import Method, stage_at
 from muni.training import checkpoint as ckpt
 from muni.training import distributed
 from muni.training.ema import EMA
@@ -267,7 +268,7 @@ def _reduce_terms(losses: dict[str, torch.Tensor], spent: float) -> tuple[dict[s
     return {k: v / n for k, v in zip(keys, vec)}, max(vec[len(keys):])
 
 
-def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: str | Path, *,
+def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: str | Path, *,
           resume: bool = False, meta: dict[str, Any] | None = None,
           on_sample: Callable[[nn.Module, int, Path], None] | None = None,
           progress: bool = True) -> TrainResult:
@@ -275,9 +276,10 @@ def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_di
 
     Parameters
     ----------
-    model : nn.Module
+    model : Method
         A built model on its device, exposing ``loss(batch) -> dict`` (``"loss"`` the scalar
-        to minimise, other entries logged).
+        to minimise, other entries logged) and its training stages (`Method.stages`; the
+        loop enters each at its step count, or at its share of a time budget).
     dataset : MultimodalDataset
         The training split; batches are ``dataset.batch(indices)`` (no DataLoader).
     cfg : TrainConfig
@@ -310,6 +312,8 @@ def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_di
         Bad config, unusable checkpoint, unwritable ``out_dir``.
     """
     cfg.check()
+    if not isinstance(model, Method):
+        raise ConfigError(f"train() needs a muni.methods.base.Method, got {type(model).__name__}")
     w = distributed.world()
     if cfg.batch_size % w.size:
         raise ConfigError(f"train.batch_size={cfg.batch_size} (global) is not divisible by the "
@@ -352,7 +356,11 @@ def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_di
     bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True,
                disable=not (progress and w.is_main))
     params = [p for p in model.parameters() if p.requires_grad]
+    stages, spent = model.stages(), 0.0
     while step < cfg.steps:
+        stage = stage_at(stages, step, spent if cfg.minutes > 0 else None)
+        if stage > model.current_stage():  # same on every rank: step and spent are shared
+            model.enter_stage(stage)
         rng_before, order_before = ckpt.capture_rng(), order.state()
         batch = {k: v.to(device, non_blocking=True) for k, v in dataset.batch(order.next()).items()}
         distributed.set_step(cfg.seed, step)
@@ -360,8 +368,6 @@ def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_di
         spent = (time.perf_counter() - t0) / (cfg.minutes * 60) if cfg.minutes > 0 else 0.0
         terms, spent = _reduce_terms(losses, spent)
         stop = spent > 1.0
-        if cfg.minutes > 0 and hasattr(model, "on_budget_progress"):
-            model.on_budget_progress(spent)  # takes effect from the next step (e.g. a stage switch)
         grad_norm = float("nan")
         if all(math.isfinite(v) for v in terms.values()):
             opt.zero_grad(set_to_none=True)
@@ -386,7 +392,7 @@ def train(model: nn.Module, dataset: MultimodalDataset, cfg: TrainConfig, out_di
             g["lr"] = lr
         opt.step()
         if ema is not None:
-            ema.update(model, exact=getattr(model, "frozen_parameter_names", list)())
+            ema.update(model, exact=model.frozen_parameter_names())
         step += 1
         steps_win += 1
         steps_run += 1

@@ -1,0 +1,219 @@
+"""A training run's one identity (`RunSpec`) and the function that trains it (`run_training`).
+
+A `RunSpec` holds everything that decides what a run trains: method, dataset, preset, dataset
+seed, the resolved model config and the resolved `TrainConfig` (training seed and wall-clock
+budget included). It is resolved once from presets and ``--set`` overrides (`RunSpec.resolve`),
+written by `run_training` as ``run.json`` beside the checkpoints and stored in every
+checkpoint's metadata, so a checkpoint directory alone rebuilds its model. ``spec.hash()`` is
+the one test of whether two runs are the same: `muni bench` reuses a run whose spec hash matches
+the one its settings resolve to now.
+
+Run directory::
+
+    out/
+      run.json            the RunSpec (written before the first step)
+      summary.json        steps reached, throughput, wall time, peak memory, final losses
+      latest, ckpt-<step>/, log.csv, samples/   (`muni.training`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from muni.config import apply_overrides, config_hash, from_dict, to_dict
+from muni.data import dataset_modalities, load_dataset
+from muni.errors import CheckpointError, ConfigError, InputError
+from muni.registry import PRESETS, build_model, method_spec, model_config
+from muni.training import TrainConfig, distributed as dist, train
+from muni.training.checkpoint import write_json_atomic
+
+RUN_FILE, SUMMARY_FILE = "run.json", "summary.json"
+BUDGET_STEP_CAP = 10 ** 7  # train.steps under a bench's wall-clock budget (never reached)
+
+
+@dataclass
+class RunSpec:
+    """What a training run trains; `resolve` builds one, `hash` identifies it."""
+
+    method: str
+    dataset: str
+    preset: str
+    model: Any                               # the method's config dataclass, resolved
+    train: TrainConfig                       # optimisation, seed, budget (train.minutes)
+    data_seed: int = 0                       # seed of the dataset build
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def resolve(cls, method: str = "muni", dataset: str = "polymnist-quadrant", preset: str = "quick",
+                seed: int = 0, overrides: list[str] | tuple[str, ...] = (), *, data_seed: int = 0,
+                minutes: float | None = None) -> RunSpec:
+        """Presets first, then ``--set`` overrides (``model.<field>=v`` / ``train.<field>=v``),
+        then the wall-clock budget. A bad item is a `ConfigError` naming it."""
+        mcfg = model_config(method, dataset, preset)
+        tcfg = apply_overrides(TrainConfig(seed=seed), PRESETS[preset][dataset]["train"])
+        for item in overrides:
+            key = item.split("=", 1)[0]
+            prefix, _, rest = item.partition(".")
+            if prefix not in ("model", "train") or not rest:
+                raise ConfigError(f"--set key {key!r} must start with 'model.' or 'train.' "
+                                  f"(e.g. model.beta=1.0, train.steps=500)")
+            try:
+                if prefix == "model":
+                    mcfg = apply_overrides(mcfg, [rest])
+                else:
+                    tcfg = apply_overrides(tcfg, [rest])
+            except ConfigError as e:
+                raise ConfigError(f"--set {item!r}: {e}") from None
+        if minutes is not None:
+            if not minutes >= 0:
+                raise ConfigError(f"--minutes must be >= 0, got {minutes}")
+            tcfg = dataclasses.replace(tcfg, minutes=float(minutes))
+        tcfg.check()
+        for flag, v in (("--seed (train.seed)", tcfg.seed), ("--data-seed", data_seed)):
+            if not 0 <= v < 2 ** 63:  # torch / numpy seeds
+                raise ConfigError(f"{flag} must be in 0..2**63-1, got {v}")
+        return cls(method, dataset, preset, mcfg, tcfg, data_seed)
+
+    def budgeted(self, minutes: float) -> RunSpec:
+        """This run under a wall-clock budget alone: the preset's step cap is lifted, so fast
+        methods are not stopped early while slow ones use the whole budget (`muni bench`).
+        Staged methods split the budget by their stages' budget fractions (`Method.stages`)."""
+        if not minutes:
+            return self
+        return dataclasses.replace(self, train=dataclasses.replace(
+            self.train, steps=BUDGET_STEP_CAP, minutes=float(minutes)))
+
+    def modalities(self):
+        return dataset_modalities(self.dataset, self.preset)
+
+    def build_model(self, device: str | torch.device = "cpu", overrides: list[str] | tuple[str, ...] = ()):
+        """The model, initialised from the current torch seed; a config its backbones cannot be
+        built from is a `ConfigError` naming the ``model.*`` `overrides` it was resolved with."""
+        try:
+            return build_model(self.method, self.modalities(), self.model).to(device)
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            model_over = [o for o in overrides if o.startswith("model.")]
+            hint = f"check --set {' '.join(model_over)}" if model_over else "check the preset"
+            raise ConfigError(f"cannot build {self.method} with this model config ({e}); {hint}") from None
+
+    def check_buildable(self, overrides: list[str] | tuple[str, ...] = ()) -> None:
+        """Build the model on the meta device: validates the config in milliseconds."""
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.build_model("meta", overrides)
+
+    # ------------------------------------------------------------------ identity and io
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "dataset": self.dataset, "preset": self.preset,
+                "data_seed": self.data_seed, "model_config": to_dict(self.model),
+                "train_config": to_dict(self.train)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "run spec") -> RunSpec:
+        """Inverse of `to_dict`; fields added to a config since take their defaults."""
+        try:
+            method = d["method"]
+            return cls(method, d["dataset"], d["preset"],
+                       from_dict(method_spec(method).config, d["model_config"]),
+                       from_dict(TrainConfig, d["train_config"]), int(d.get("data_seed", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{where}: not a muni run spec (bad or missing {e})") from None
+        except ConfigError as e:
+            raise CheckpointError(f"{where}: {e}") from None
+
+    def hash(self) -> str:
+        """A short stable hash of everything that decides what the run trains."""
+        return config_hash(self.to_dict())
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_json_atomic(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RunSpec:
+        """From a spec file, or a run directory's ``run.json``."""
+        path = Path(path)
+        file = path / RUN_FILE if path.is_dir() else path
+        try:
+            d = json.loads(file.read_text())
+        except OSError as e:
+            raise InputError(f"{file}: cannot read the run spec ({e.strerror or e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{file}: not a muni run spec")
+        return cls.from_dict(d, where=str(file))
+
+    def checkpoint_meta(self, modalities) -> dict[str, Any]:
+        """What every checkpoint stores: this spec and the modalities (with their parameters,
+        e.g. a text vocabulary), so a checkpoint directory alone rebuilds the model."""
+        return {**self.to_dict(), "modalities": [m.to_json() for m in modalities.values()]}
+
+
+def run_training(spec: RunSpec, out: str | os.PathLike, *, resume: bool = False,
+                 data_dir: str | os.PathLike | None = None, progress: bool = True,
+                 log=print) -> dict[str, Any] | None:
+    """Train `spec` into the run directory `out`: ``run.json``, checkpoints, ``log.csv``,
+    sample sheets, ``summary.json``. Works under ``torchrun`` (rank 0 writes).
+
+    Returns the summary (rank 0; None on the other ranks).
+    """
+    from muni.training.resources import process_peak_rss_mib, reset_peak_rss, train_peak_rss_mib
+    from muni.training.sheets import SampleSheets
+
+    out = Path(out)
+    device = dist.setup()
+    try:
+        train_set = load_dataset(spec.dataset, "train", spec.preset, spec.data_seed, data_dir)
+        test_set = load_dataset(spec.dataset, "test", spec.preset, spec.data_seed, data_dir)
+        load_peak = process_peak_rss_mib()
+        can_reset = reset_peak_rss()  # the dataset build/load peaks above training: count training alone
+        torch.manual_seed(spec.train.seed)  # model init
+        model = spec.build_model(device)
+        tcfg = spec.train
+        if dist.is_main():
+            n_params = sum(p.numel() for p in model.parameters())
+            log(f"muni train: {spec.method} on {spec.dataset}/{spec.preset}, {n_params / 1e6:.2f}M parameters, "
+                f"{tcfg.steps} steps x batch {tcfg.batch_size} -> {out}")
+            out.mkdir(parents=True, exist_ok=True)
+            spec.save(out / RUN_FILE)
+        t0 = time.time()
+        result = train(model, train_set, tcfg, out, resume=resume, meta=spec.checkpoint_meta(model.modalities),
+                       on_sample=SampleSheets(test_set), progress=progress)
+        if not dist.is_main():
+            return None
+        from muni.registry import load_model
+
+        SampleSheets(test_set, n=16)(load_model(out), result.steps_done, out, name="final")
+        summary = {"run_hash": spec.hash(), "steps_done": result.steps_done,
+                   "wall_time_s": round(time.time() - t0, 1),
+                   "train_wall_time_s": round(result.wall_time_s, 1),
+                   "samples_per_s": round(result.samples_per_s, 1), "stopped_reason": result.stopped_reason,
+                   "peak_rss_mib": round(max(load_peak, process_peak_rss_mib()), 1),
+                   "train_peak_rss_mib": round(train_peak_rss_mib(), 1) if can_reset else None,
+                   "final_losses": result.final_losses}
+        write_json_atomic(out / SUMMARY_FILE, summary)
+        log(f"done: {result.steps_done} steps, {result.samples_per_s:.0f} samples/s "
+            f"({result.stopped_reason}); samples in {out / 'samples' / 'final'}")
+        return summary
+    finally:
+        dist.cleanup()
+
+
+def finished_summary(run: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
+    """The summary of a finished run in `run` whose spec is `spec` (same hash), else None."""
+    run = Path(run)
+    try:
+        same = RunSpec.load(run).hash() == spec.hash()
+        summary = json.loads((run / SUMMARY_FILE).read_text())
+    except (OSError, ValueError, CheckpointError, InputError):
+        return None
+    return summary if same and summary.get("run_hash") == spec.hash() else None
