@@ -22,7 +22,7 @@ from muni.methods.mopoe import MoPoE, MoPoEConfig, mopoe_kl
 from muni.methods.mvae import MVAE, MVAEConfig
 from muni.methods.vae import likelihood_weights
 from muni.modalities.base import PAD_ID, Modality
-from muni.nn import BOS_ID, EOS_ID, CodecConfig
+from muni.modalities import BOS_ID, EOS_ID, CodecConfig
 
 MODS = {
     "img": Modality("img", "image", (3, 16, 16)),

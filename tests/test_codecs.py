@@ -1,4 +1,4 @@
-"""Tests of the modality codecs (muni.nn): shapes, gradients, sampling, closed forms, overfitting."""
+"""Tests of the modality codecs (muni.modalities): shapes, gradients, sampling, closed forms, overfitting."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from torch import nn
 from muni.errors import ConfigError
 from muni.flow.paths import flow_matching_loss
 from muni.modalities.base import PAD_ID, Modality
-from muni.nn import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder, TextDecoder,
+from muni.modalities import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder, TextDecoder,
                      build_decoder, build_encoder)
-from muni.nn.interface import to_signed
+from muni.modalities.interface import to_signed
 
 TINY = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, text_width=16, flow_nfe=4)
 LATENT = 12

@@ -165,7 +165,7 @@ def test_tiny_muni_overfits_a_handful_so_label_to_image_is_read_right(bench):
     labels, every generated view must be read back right by the evaluation classifier, with
     both conditional samplers; the untrained model must not be (the test can fail)."""
     from muni.methods.muni import Muni, MuniConfig
-    from muni.nn import CodecConfig
+    from muni.modalities import CodecConfig
 
     name, clf, _ = bench
     if name != "polymnist-quadrant":

@@ -14,7 +14,7 @@ from muni.errors import InputError
 from muni.methods.base import check_generate_output
 from muni.methods.jointflow import ABSENT, GENERATE, GIVEN, JointFlow, JointFlowConfig, joint_euler
 from muni.modalities.base import Modality
-from muni.nn import CodecConfig
+from muni.modalities import CodecConfig
 
 MODS = {"grey": Modality("grey", "image", (1, 16, 16)),
         "rgb": Modality("rgb", "image", (3, 16, 16)),

@@ -12,7 +12,7 @@ from muni.config import apply_overrides
 from muni.errors import ConfigError, InputError
 from muni.methods.muni import Muni, MuniConfig
 from muni.modalities.base import Modality
-from muni.nn import CodecConfig
+from muni.modalities import CodecConfig
 
 MODS = {
     "a": Modality("a", "image", (1, 16, 16)),

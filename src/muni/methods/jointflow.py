@@ -2,7 +2,7 @@
 
 Stage 1 trains one KL-regularised autoencoder per modality (latent diffusion style [3]):
 ``q(z_m | x_m) = N(mu_m, diag sigma_m^2)`` from the shared codec encoder and a linear head,
-decoder ``p_m(x_m | z_m)`` from `muni.nn.build_decoder`, objective
+decoder ``p_m(x_m | z_m)`` from `muni.modalities.build_decoder`, objective
 ``-log p_m(x_m | z_m) + beta_ae KL(q || N(0, I))`` per modality.
 
 Stage 2 freezes the autoencoders and trains one transformer velocity field over the per-modality
@@ -55,7 +55,7 @@ from muni.flow.velocity import timestep_embedding
 from muni.methods.aggregation import kl_normal
 from muni.methods.base import Method, Stage, check_generate_args
 from muni.modalities.base import Modality
-from muni.nn import CodecConfig, build_decoder, build_encoder
+from muni.modalities import CodecConfig, build_decoder, build_encoder
 from muni.training import distributed
 
 # Role of a token in a task; a held token keeps its time (GIVEN: 1, clean; ABSENT: 0, noise).

@@ -35,7 +35,7 @@ from muni.flow.prior import FlowPrior
 from muni.methods.aggregation import AGGREGATORS, kl_normal
 from muni.methods.base import Method, check_generate_args, check_kind_weights
 from muni.modalities.base import Modality
-from muni.nn import CodecConfig, build_decoder, build_encoder
+from muni.modalities import CodecConfig, build_decoder, build_encoder
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """What the four posterior-based multimodal VAE baselines (MVAE, MMVAE, MoPoE, HELVAE) share.
 
-`MultimodalVAE` holds, per modality ``m``, the codec encoder ``e_m`` (`muni.nn.build_encoder`),
+`MultimodalVAE` holds, per modality ``m``, the codec encoder ``e_m`` (`muni.modalities.build_encoder`),
 a linear Gaussian head ``h_m -> (mu_m, logvar_m)`` (the unimodal expert ``q_m(z | x_m)``) and
-the decoder ``p_m(x_m | z)`` (`muni.nn.build_decoder`), plus the per-modality likelihood
+the decoder ``p_m(x_m | z)`` (`muni.modalities.build_decoder`), plus the per-modality likelihood
 weights. It implements `generate` once: conditional generation samples ``z`` from the method's
 posterior of the given subset (`posterior_sample`, the one hook each method defines) and
 decodes every target from that one ``z``; unconditional generation decodes ``z ~ N(0, I)``.
@@ -29,7 +29,7 @@ from torch import nn
 from muni.errors import ConfigError, InputError
 from muni.methods.base import Method, check_generate_args, check_kind_weights
 from muni.modalities.base import Modality
-from muni.nn import CodecConfig, build_decoder, build_encoder
+from muni.modalities import CodecConfig, build_decoder, build_encoder
 
 Rescale = Literal["numel", "kind"]
 LOGVAR_BOUND = 8.0  # expert log-variances are squashed into (-8, 8)

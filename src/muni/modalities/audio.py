@@ -5,6 +5,9 @@ Forward: wave (8 kHz) -> trimmed/padded to ``(frames - 1) * hop_length`` samples
 -> ``2 * (log - log_lo) / (log_hi - log_lo) - 1`` (roughly [-1, 1]; silence is -1).
 Inverse: undo the normalisation, mel -> linear power with the filterbank's pseudo-inverse,
 then Griffin-Lim phase recovery with `torch.stft` / `torch.istft`.
+
+Codecs: a spectrogram is a one-channel image, so `muni.modalities.codecs` serves audio with the
+conv encoder and the flow / mean decoders of `muni.modalities.image`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ class CodecConfig:
 
     The fixed likelihood scale 0.75 (on the [0, 1] image scale, [-1, 1] for audio) is the
     Laplace scale of the MMVAE / MoPoE PolyMNIST code; with it a Laplace/Gaussian NLL sum
-    and a flow-matching loss sum are of the same order (see `muni.nn.image`).
+    and a flow-matching loss sum are of the same order (see `muni.modalities.image`).
     """
 
     embed_dim: int = 128  # encoder output size h_m

@@ -1,6 +1,6 @@
 """Modality codecs: which encoder and decoder serve each modality kind.
 
-The interface (`Encoder`, `Decoder`) lives in `muni.nn.interface`; which class serves which
+The interface (`Encoder`, `Decoder`) lives in `muni.modalities.interface`; which class serves which
 kind is written in the explicit tables of `build_encoder` and `build_decoder`. MUNI and the VAE
 baselines (MVAE, MMVAE, MoPoE, HELVAE) only call these.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from muni.errors import ConfigError
 from muni.modalities.base import Modality
-from muni.nn.config import CodecConfig
-from muni.nn.image import ConvEncoder, FlowDecoder, MeanDecoder
-from muni.nn.interface import Decoder, Encoder
-from muni.nn.label import LabelDecoder, LabelEncoder
-from muni.nn.sequence import TextDecoder, TextEncoder
+from muni.modalities.config import CodecConfig
+from muni.modalities.image import ConvEncoder, FlowDecoder, MeanDecoder
+from muni.modalities.interface import Decoder, Encoder
+from muni.modalities.label import LabelDecoder, LabelEncoder
+from muni.modalities.text import TextDecoder, TextEncoder
 
 
 def _check_spatial(modality: Modality) -> None:

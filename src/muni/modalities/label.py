@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from muni.modalities.base import Modality
-from muni.nn.interface import Decoder, Encoder
-from muni.nn.config import CodecConfig
+from muni.modalities.interface import Decoder, Encoder
+from muni.modalities.config import CodecConfig
 
 
 def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:

@@ -24,8 +24,8 @@ from torch import nn
 from muni.flow.paths import flow_matching_loss
 from muni.flow.samplers import integrate
 from muni.modalities.base import Modality
-from muni.nn.interface import SAMPLE_CLAMP, Decoder, Encoder, from_signed, to_signed
-from muni.nn.config import CodecConfig
+from muni.modalities.interface import SAMPLE_CLAMP, Decoder, Encoder, from_signed, to_signed
+from muni.modalities.config import CodecConfig
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

@@ -1,4 +1,4 @@
-"""The encoder / decoder interface every modality codec implements (`muni.nn.codecs` builds them).
+"""The encoder / decoder interface every modality codec implements (`muni.modalities.codecs` builds them).
 
 An `Encoder` maps a batch in model format (see `muni.modalities.base`) to an embedding
 ``h_m`` of size ``cfg.embed_dim``. A `Decoder` is a conditional distribution ``p_m(x_m | z)``
@@ -11,8 +11,8 @@ over one modality given a latent ``z`` of size ``latent_dim``:
   of the NLL on the same scale, so terms of different modalities add up sensibly.
 - ``sample(z, generator=, temperature=, nfe=)`` draws one sample per latent, in model format.
 
-The codecs of each kind (`muni.nn.image`, `muni.nn.label`, `muni.nn.sequence`) subclass these;
-`muni.nn.codecs` picks one per modality.
+The codecs of each kind (`muni.modalities.image`, `muni.modalities.label`, `muni.modalities.text`) subclass these;
+`muni.modalities.codecs` picks one per modality.
 """
 
 from __future__ import annotations
