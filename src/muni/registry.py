@@ -3,6 +3,17 @@
 A method is a model class with a ``method`` name and a config dataclass; it is built from the
 dataset's modalities and that config. A preset fixes the training budget and the backbone sizes
 per dataset, identical for every method so that tables compare like with like.
+
+The other registries live beside the one layer that reads them, so that no module imports a
+layer above its own (this file imports the methods, and the data and evaluation layers below
+them must not import it back):
+
+- datasets and dataset presets: `muni.data.DATASETS`, `muni.data.PRESETS` (read by `load_dataset`);
+- evaluation tasks and table layouts: `muni.evaluation.report.TASKS`, `LAYOUTS`;
+- reference models (oracle, independent, sanity rows): `muni.evaluation.reference.REFERENCE_MODELS`;
+- MUNI's subset aggregators: `muni.methods.aggregation.AGGREGATORS` (a config switch of MUNI);
+- bench suites: `muni.bench.suites.SUITES` (data);
+- CLI commands: `muni.cli.COMMANDS` (a dict of command modules).
 """
 
 from __future__ import annotations
