@@ -1,0 +1,76 @@
+"""`RunSpec`, a run's one identity: resolution, hash, files, and `run_training` writing it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from muni.cli import main
+from muni.errors import CheckpointError, ConfigError
+from muni.run import RunSpec, finished_summary, run_training
+
+TINY_MODEL = ("model.codec.width=8", "model.codec.embed_dim=16", "model.codec.mlp_width=16",
+              "model.latent_dim=4", "model.prior_hidden=16", "model.prior_depth=1", "model.agg_hidden=16",
+              "model.prior_nfe=2")
+
+
+def test_resolve_applies_preset_then_overrides_then_budget():
+    spec = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 3, ["model.beta=1", "train.steps=7"], minutes=2)
+    assert (spec.model.beta, spec.train.steps, spec.train.seed, spec.train.minutes) == (1.0, 7, 3, 2.0)
+    assert spec.train.batch_size == 128  # the quick preset's
+    assert RunSpec.resolve("mopoe", "digits-ita").model.codec.image_likelihood == "bernoulli"
+    for bad, msg in ((["beta=1"], "must start with 'model.' or 'train.'"), (["model.betaa=1"], "betaa"),
+                     (["train.steps=0"], "train.steps must be >= 1")):
+        with pytest.raises(ConfigError, match=msg):
+            RunSpec.resolve("muni", overrides=bad)
+    with pytest.raises(ConfigError, match="--minutes"):
+        RunSpec.resolve("muni", minutes=-1)
+
+
+def test_spec_files_round_trip_and_refuse_foreign_ones(tmp_path):
+    spec = RunSpec.resolve("jointflow", "digits-ita", "quick", 1, ["model.nfe=4"])
+    path = spec.save(tmp_path / "run.json")
+    again = RunSpec.load(tmp_path)  # a run directory reads its run.json
+    assert again == spec and again.hash() == spec.hash()
+    assert again.hash() != RunSpec.resolve("jointflow", "digits-ita", "quick", 1).hash()
+    path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        RunSpec.load(path)
+    path.write_text(json.dumps({"method": "nope", "dataset": "d", "preset": "quick", "model_config": {},
+                                "train_config": {}}))
+    with pytest.raises(CheckpointError, match="unknown method 'nope'"):
+        RunSpec.load(path)
+    path.write_text(json.dumps({**spec.to_dict(), "model_config": {"betaa": 1}}))
+    with pytest.raises(CheckpointError, match="betaa"):
+        RunSpec.load(path)
+
+
+def test_cli_trains_a_spec_file_and_refuses_mixing_it_with_settings(tmp_path, capsys):
+    spec = RunSpec.resolve("mvae", "polymnist-quadrant", "quick", 2, ["model.beta=3"])
+    spec.save(tmp_path / "spec.json")
+    assert main(["train", "--spec", str(tmp_path / "spec.json"), "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["hash"] == spec.hash() and printed["method"] == "mvae" and printed["model"]["beta"] == 3.0
+    assert main(["train", "--spec", str(tmp_path / "spec.json"), "--set", "model.beta=1", "--dry-run"]) == 2
+    assert "--spec gives the whole run" in capsys.readouterr().err
+    assert main(["train", "--spec", str(tmp_path / "missing.json"), "--dry-run"]) == 2
+
+
+def test_run_training_writes_its_spec_summary_and_a_loadable_model(tmp_path, tiny_polymnist, monkeypatch):
+    import muni.run
+
+    monkeypatch.setattr(muni.run, "load_dataset", lambda name, split, *a, **k: tiny_polymnist[split])
+    spec = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 0,
+                           [*TINY_MODEL, "train.steps=2", "train.batch_size=8", "train.sample_every=0",
+                            "train.num_threads=1"])
+    summary = run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
+    assert summary["run_hash"] == spec.hash() and summary["steps_done"] == 2
+    assert RunSpec.load(tmp_path / "run") == spec
+    assert finished_summary(tmp_path / "run", spec) == summary
+    other = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 1, [*TINY_MODEL, "train.steps=2"])
+    assert finished_summary(tmp_path / "run", other) is None
+    from muni.registry import load_model
+
+    model = load_model(tmp_path / "run")
+    assert model.cfg == spec.model and (tmp_path / "run" / "samples" / "final" / "unconditional.png").exists()
