@@ -35,13 +35,14 @@ class ToyModel(Method):
     ----------
     noise : float
         Std of the input noise drawn from the global torch RNG (0 = deterministic loss).
-    nan_at : int, optional
-        Return a NaN loss on this (1-based) call of `loss`, to test divergence handling.
+    max_weight : float, optional
+        Return a NaN loss whenever a weight's magnitude exceeds this (an overflow that a
+        too-high learning rate causes): a state past it fails on every later step.
     """
 
-    def __init__(self, noise: float = 0.1, nan_at: int | None = None) -> None:
+    def __init__(self, noise: float = 0.1, max_weight: float | None = None) -> None:
         super().__init__()
-        self.noise, self.nan_at, self.calls = noise, nan_at, 0
+        self.noise, self.max_weight = noise, max_weight
         self.enc = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh())
         self.dec = nn.Linear(16, 4)
         self.head = nn.Linear(16, 3)
@@ -50,13 +51,12 @@ class ToyModel(Method):
                            "label": Modality("label", "categorical", (), num_classes=3)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        self.calls += 1
         x = batch["image"].flatten(1)                                  # (B, 4)
         h = self.enc(x + self.noise * torch.randn_like(x))             # (B, 16)
         mse = F.mse_loss(self.dec(h), x)
         ce = F.cross_entropy(self.head(h), batch["label"])
         loss = mse + ce
-        if self.nan_at is not None and self.calls == self.nan_at:
+        if self.max_weight is not None and max(p.abs().max() for p in self.parameters()) > self.max_weight:
             loss = loss * float("nan")
         return {"loss": loss, "mse": mse.detach(), "ce": ce.detach()}
 

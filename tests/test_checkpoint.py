@@ -41,7 +41,18 @@ def test_keep_last_prunes_but_keeps_latest(tmp_path):
         ckpt.save_checkpoint(tmp_path, step, _tensors(), {}, keep_last=2)
     assert ckpt.checkpoint_steps(tmp_path) == [4, 5]
     ckpt.save_checkpoint(tmp_path, 6, _tensors(), {}, keep_last=1)
-    assert ckpt.checkpoint_steps(tmp_path) == [6]
+    assert ckpt.checkpoint_steps(tmp_path) == [5, 6]  # 5: the recovery point should 7 diverge
+    ckpt.save_checkpoint(tmp_path, 7, _tensors(), {}, keep_last=1)
+    assert ckpt.checkpoint_steps(tmp_path) == [6, 7]
+
+
+def test_rewind_drops_the_failing_state_and_points_latest_before_it(tmp_path):
+    for step in (2, 4, 6):
+        ckpt.save_checkpoint(tmp_path, step, _tensors(), {}, keep_last=1)
+    assert ckpt.rewind(tmp_path, 6) == 4
+    assert ckpt.checkpoint_steps(tmp_path) == [4] and load_checkpoint(tmp_path).step == 4
+    assert ckpt.rewind(tmp_path, 4) is None
+    assert ckpt.checkpoint_steps(tmp_path) == [] and not (tmp_path / "latest").exists()
 
 
 def _state_file(run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -17,6 +18,7 @@ from _toy import ToyModel, toy_dataset
 from muni.errors import CheckpointError, ConfigError, MuniError
 from muni.training import (TrainConfig, TrainingDivergedError, load_checkpoint, load_state_into,
                            shared_generator, train)
+from muni.training.checkpoint import checkpoint_steps
 from muni.training.logging import read_log
 from muni.training.loop import DataOrder
 
@@ -151,18 +153,38 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
            [r["loss"] for r in read_log(tmp_path / "ref" / "log.csv")]
 
 
-@pytest.mark.parametrize("ckpt_every", [100, 5])
-def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, ckpt_every):
-    m = model(nan_at=6)
-    with pytest.raises(TrainingDivergedError, match=r"diverged at step 6.*step 5"):
-        train(m, toy_dataset(), cfg(ckpt_every=ckpt_every), tmp_path, progress=False)
+@pytest.mark.parametrize("ckpt_every, good", [(5, 5), (1, 7), (100, None)])
+def test_divergence_rewinds_to_a_good_checkpoint_and_resume_applies_new_settings(
+        tmp_path, ckpt_every, good):
+    # lr=3 drives a weight past max_weight after step 8: the state at step 8 fails on any lr.
+    bad = cfg(steps=20, lr=3.0, warmup_steps=0, grad_clip=0.0, ckpt_every=ckpt_every, keep_last=1)
+    rewound = rf"rewound to ckpt-{good}\b" if good else "No checkpoint precedes it"
+    with pytest.raises(TrainingDivergedError, match=rf"diverged at step 9: .*{rewound}"):
+        train(model(max_weight=15), toy_dataset(), bad, tmp_path, progress=False)
+    assert checkpoint_steps(tmp_path) == ([good] if good else [])
+    if good is None:
+        return
+    assert load_checkpoint(tmp_path).step == good  # `latest` too
+    calm = dataclasses.replace(bad, lr=1e-3, betas=(0.5, 0.9), weight_decay=0.1, grad_clip=0.5)
+    res = train(model(max_weight=15), toy_dataset(), calm, tmp_path, resume=True, progress=False)
+    assert res.steps_done == 20
     ck = load_checkpoint(tmp_path)
-    assert ck.step == 5
-    assert all(torch.isfinite(v).all() for v in ck.model_state().values())
-    fresh = model(seed=1)
-    load_state_into(fresh, ck.group("model"))
-    for p, q in zip(fresh.parameters(), m.parameters()):
-        assert torch.equal(p, q)  # the weights in memory were not touched by the bad step
+    assert ck.info["changes"] == [{"step": good, "changed": {
+        "lr": [3.0, 1e-3], "betas": [[0.9, 0.999], [0.5, 0.9]], "weight_decay": [0.01, 0.1],
+        "grad_clip": [0.0, 0.5]}}]
+    groups = ck.info["optimizer"]["param_groups"]
+    assert [g["betas"] for g in groups] == [[0.5, 0.9]] * 2
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+
+
+def test_a_changed_setting_is_recorded_once_and_carried_on(tmp_path):
+    train(model(), toy_dataset(), cfg(steps=10), tmp_path, progress=False)
+    train(model(), toy_dataset(), cfg(steps=15, ema_decay=0.5), tmp_path, resume=True,
+          progress=False)
+    train(model(), toy_dataset(), cfg(steps=20, ema_decay=0.5), tmp_path, resume=True,
+          progress=False)
+    assert load_checkpoint(tmp_path).info["changes"] == [
+        {"step": 10, "changed": {"ema_decay": [0.9, 0.5]}}]
 
 
 def test_on_sample_gets_ema_weights_and_leaves_training_rng_alone(tmp_path):

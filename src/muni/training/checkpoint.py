@@ -15,7 +15,8 @@ A run directory::
 A checkpoint directory is written to a temporary directory inside ``out_dir``, fsynced, and
 renamed to ``ckpt-<step>`` in one ``os.replace``; the ``latest`` pointer is replaced the same
 way. A crash at any point leaves the previous checkpoint complete and ``latest`` pointing to
-a complete checkpoint. Only the newest ``keep_last`` checkpoints are kept.
+a complete checkpoint. Only the newest ``keep_last`` checkpoints are kept, and the one before
+the newest (the recovery point should the next step diverge, see `rewind`).
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, tensors: dict[str, to
         JSON-serialisable facts (config, meta, optimizer hyperparameters, ...); ``step``,
         ``format``, versions and the sha256 of the tensor file are added.
     keep_last : int
-        How many checkpoints to keep (at least 1; the new one is always kept).
+        How many of the newest checkpoints to keep (at least 1; the new one is always kept).
+        The newest checkpoint before `step` is kept as well: should the step after `step`
+        diverge, it is the state to resume from (`rewind`).
 
     Returns
     -------
@@ -157,14 +160,47 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, tensors: dict[str, to
     name = f"ckpt-{step}"
     path = _write_dir_atomic(out_dir / name, tensors, {**info, "format": "muni-checkpoint",
                                                        "step": step}, STATE_FILE, INFO_FILE)
-    tmp = out_dir / (_TMP_PREFIX + LATEST)
-    _write_file(tmp, (name + "\n").encode())
-    os.replace(tmp, out_dir / LATEST)
-    _fsync_dir(out_dir)
-    for old in checkpoint_steps(out_dir)[:-max(1, keep_last)]:
-        if old != step:
+    point_latest(out_dir, step)
+    steps = checkpoint_steps(out_dir)
+    keep = set(steps[-max(1, keep_last):]) | {step} | set(_recovery_steps(steps, step))
+    for old in steps:
+        if old not in keep:
             shutil.rmtree(out_dir / f"ckpt-{old}", ignore_errors=True)
     return path
+
+
+def _recovery_steps(steps: list[int], step: int) -> list[int]:
+    """The newest of `steps` before `step`: the state a divergence right after `step` resumes from."""
+    return [max(s for s in steps if s < step)] if any(s < step for s in steps) else []
+
+
+def point_latest(out_dir: str | os.PathLike, step: int) -> None:
+    """Atomically make ``out_dir/latest`` name ``ckpt-<step>``."""
+    out_dir = Path(out_dir)
+    tmp = out_dir / (_TMP_PREFIX + LATEST)
+    _write_file(tmp, f"ckpt-{step}\n".encode())
+    os.replace(tmp, out_dir / LATEST)
+    _fsync_dir(out_dir)
+
+
+def rewind(out_dir: str | os.PathLike, before: int) -> int | None:
+    """Drop the checkpoints at or after step `before` and point ``latest`` at the newest one
+    left; returns its step, or None when none is left (``latest`` is then removed too).
+
+    After a divergence at step ``before + 1`` the checkpoint at `before` holds the very state
+    whose next step fails (resuming it replays that step bitwise), so recovery starts from a
+    checkpoint that was followed by finite steps. `save_checkpoint` never prunes that one.
+    """
+    out_dir = Path(out_dir)
+    for s in checkpoint_steps(out_dir):
+        if s >= before:
+            shutil.rmtree(out_dir / f"ckpt-{s}")
+    good = _recovery_steps(checkpoint_steps(out_dir), before)
+    if good:
+        point_latest(out_dir, good[0])
+        return good[0]
+    (out_dir / LATEST).unlink(missing_ok=True)
+    return None
 
 
 # ---------------------------------------------------------------------------- reading
@@ -419,6 +455,6 @@ def restore_rng(state: dict[str, torch.Tensor]) -> None:
 
 
 __all__ = ["Checkpoint", "FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "find_latest",
-           "checkpoint_steps", "clean_stale_temps", "write_json_atomic",
+           "checkpoint_steps", "clean_stale_temps", "write_json_atomic", "point_latest", "rewind",
            "load_state_into", "flatten_optimizer", "unflatten_optimizer", "capture_rng",
            "restore_rng"]

@@ -8,7 +8,7 @@ Per step::
 
     idx    = this rank's shard of the next global batch   (seeded epoch-wise permutation)
     losses = model.loss(dataset.batch(idx))               (through DDP when world > 1)
-    check the loss terms (averaged over ranks) are finite, else save and raise
+    check the loss terms (averaged over ranks) are finite, else rewind and raise
     backward; clip the global grad norm; AdamW step with linear warmup; EMA update
     log / checkpoint / on_sample at their intervals; stop at the time budget
 
@@ -22,6 +22,13 @@ forked RNG, so sampling never changes the training trajectory.
 Batch and LR. ``cfg.batch_size`` is global; gradients are averaged over ranks by DDP, so a run
 on N ranks follows the single-process run with the same global batch and ``lr``.
 
+Divergence. A non-finite loss term or gradient norm at step ``s + 1`` raises
+`TrainingDivergedError`. The state at ``s`` is the one whose next step fails (resuming it would
+replay that step bitwise), so the run is rewound (`checkpoint.rewind`) to the newest checkpoint
+before ``s``, which was followed by finite steps; pruning never deletes it. A resume may change
+the optimisation settings (`RESUMABLE`): they take effect, and every checkpoint records the
+changes in ``changes``.
+
 Exact resume. A checkpoint holds weights, EMA, optimizer state, the data-order generator and
 position, every rank's RNG states and the open logging window; on CPU with a fixed
 ``num_threads`` a resumed run reproduces the uninterrupted run's losses and weights bitwise.
@@ -30,6 +37,7 @@ position, every rank's RNG states and the open logging window; on CPU with a fix
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -53,8 +61,11 @@ from muni.training.ema import EMA
 from muni.training.logging import CsvLog, format_terms
 
 
+_log = logging.getLogger(__name__)
+
+
 class TrainingDivergedError(MuniError):
-    """A loss term or the gradient norm became NaN/Inf; the last good state was checkpointed."""
+    """A loss term or the gradient norm became NaN/Inf; the run was rewound to a good checkpoint."""
 
 
 @dataclass
@@ -75,7 +86,7 @@ class TrainConfig:
     sample_every: int = 0                      # steps between on_sample calls; 0 = never
     minutes: float = 0.0                       # wall-clock budget of this call; stops at a step boundary; 0 = none
     num_threads: int = 0                       # torch CPU threads (fix it for bitwise resume); 0 = torch default
-    keep_last: int = 2                         # checkpoints kept on disk (>= 1; the latest is always kept)
+    keep_last: int = 2                         # newest checkpoints kept (>= 1), plus the one before the latest
 
     def check(self) -> None:
         """Raise `ConfigError` naming the first out-of-range field."""
@@ -144,6 +155,10 @@ class DataOrder:
         self.pos = pos
 
 
+FIXED = ("batch_size", "seed")  # a resume cannot change these: data order and RNG streams
+RESUMABLE = ("lr", "weight_decay", "betas", "warmup_steps", "grad_clip", "ema_decay")  # recorded when changed
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
@@ -195,7 +210,8 @@ class _Window:
 
 def _save(out_dir: Path, step: int, model: nn.Module, ema: EMA | None, opt: torch.optim.Optimizer,
           order_state: tuple[torch.Tensor, int], rng: dict[str, torch.Tensor], window: _Window,
-          elapsed_s: float, cfg: TrainConfig, meta: dict[str, Any]) -> Path:
+          elapsed_s: float, cfg: TrainConfig, meta: dict[str, Any],
+          changes: list[dict[str, Any]]) -> Path:
     """Collective: gather every rank's RNG state; rank 0 writes; every rank gets the path."""
     rngs = distributed.all_gather_object(rng)
     result: tuple[str | None, str | None] = (None, None)
@@ -210,7 +226,7 @@ def _save(out_dir: Path, step: int, model: nn.Module, ema: EMA | None, opt: torc
         tensors["data/generator"] = order_state[0]
         info = {"config": to_dict(cfg), "meta": meta, "world_size": len(rngs),
                 "optimizer": opt_json, "data_pos": order_state[1], "elapsed_s": elapsed_s,
-                "window": {"sums": window.sums, "count": window.count}}
+                "window": {"sums": window.sums, "count": window.count}, "changes": changes}
         try:
             result = (str(ckpt.save_checkpoint(out_dir, step, tensors, info,
                                                keep_last=cfg.keep_last)), None)
@@ -223,12 +239,13 @@ def _save(out_dir: Path, step: int, model: nn.Module, ema: EMA | None, opt: torc
 
 
 def _restore(ck: ckpt.Checkpoint, model: nn.Module, ema: EMA | None, opt: torch.optim.Optimizer,
-             order: DataOrder, window: _Window, cfg: TrainConfig) -> float:
-    """Load a checkpoint's state into the run; returns the elapsed training time it records."""
+             order: DataOrder, window: _Window, cfg: TrainConfig) -> tuple[float, dict[str, list]]:
+    """Load a checkpoint's state into the run, with `cfg`'s optimiser settings; returns the
+    elapsed training time it records and the settings that differ, ``{name: [old, new]}``."""
     w = distributed.world()
-    info, old = ck.info, ck.config
-    for name in ("batch_size", "seed"):
-        if old.get(name) != getattr(cfg, name):
+    info, old, new = ck.info, ck.config, to_dict(cfg)
+    for name in FIXED:
+        if old.get(name) != new[name]:
             raise CheckpointError(f"{ck.path}: cannot resume with train.{name}="
                                   f"{getattr(cfg, name)!r}; the run used {old.get(name)!r}")
     if info.get("world_size") != w.size:
@@ -245,10 +262,15 @@ def _restore(ck: ckpt.Checkpoint, model: nn.Module, ema: EMA | None, opt: torch.
         opt.load_state_dict(ckpt.unflatten_optimizer(ck.group("optim"), info["optimizer"]))
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{ck.path}: optimizer state does not fit this model ({e})") from None
+    fresh = _optimizer(model, cfg).param_groups  # the hyperparameters `cfg` asks for
+    for group, want in zip(opt.param_groups, fresh):
+        group.update({k: want[k] for k in ("betas", "weight_decay")})
     order.restore(ck.tensors["data/generator"], int(info["data_pos"]))
     ckpt.restore_rng(ck.group(f"rng/{w.rank}"))
     window.sums, window.count = dict(info["window"]["sums"]), int(info["window"]["count"])
-    return float(info["elapsed_s"])
+    changed = {k: [old.get(k), v] for k, v in new.items()
+               if k in RESUMABLE and old.get(k) != (list(v) if isinstance(v, tuple) else v)}
+    return float(info["elapsed_s"]), changed
 
 
 def _reduce_terms(losses: dict[str, torch.Tensor], spent: float) -> tuple[dict[str, float], float]:
@@ -289,7 +311,8 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         refuses a directory that already holds checkpoints.
     resume : bool
         Continue from ``out_dir``'s latest checkpoint (bitwise-exact on CPU with fixed
-        ``num_threads``); ``batch_size``, ``seed`` and the world size must match.
+        ``num_threads``); ``batch_size``, ``seed`` and the world size must match; changed
+        optimiser settings (`RESUMABLE`) take effect and are recorded in the checkpoints.
     meta : dict, optional
         JSON-serialisable facts stored in every checkpoint (method name, model config,
         dataset name/preset, modalities). ``meta["method"]`` is checked on resume.
@@ -307,7 +330,8 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     Raises
     ------
     TrainingDivergedError
-        A loss term or the gradient norm is NaN/Inf; the state before that step is saved.
+        A loss term or the gradient norm is NaN/Inf; the run is rewound to its newest
+        checkpoint followed by finite steps (see the module docstring).
     ConfigError, CheckpointError, MuniError
         Bad config, unusable checkpoint, unwritable ``out_dir``.
     """
@@ -340,11 +364,16 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, w.rank, w.size)
     window = _Window()
-    step, elapsed_before, last_ckpt = 0, 0.0, -1
+    step, elapsed_before, changes = 0, 0.0, []
     if resume:
         ck = ckpt.load_checkpoint(out_dir, expect_method=meta.get("method"))
-        elapsed_before = _restore(ck, model, ema, opt, order, window, cfg)
-        step = last_ckpt = ck.step
+        elapsed_before, changed = _restore(ck, model, ema, opt, order, window, cfg)
+        step, changes = ck.step, list(ck.info.get("changes") or [])
+        if changed:
+            changes.append({"step": step, "changed": changed})
+            if w.is_main:
+                _log.warning("resuming at step %d with changed settings: %s", step, ", ".join(
+                    f"train.{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
         del ck
     log = (CsvLog(out_dir / "log.csv", resume_step=step if resume else None,
                   log_every=cfg.log_every) if w.is_main else None)
@@ -361,7 +390,6 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         stage = stage_at(stages, step, spent if cfg.minutes > 0 else None)
         if stage > model.current_stage():  # same on every rank: step and spent are shared
             model.enter_stage(stage)
-        rng_before, order_before = ckpt.capture_rng(), order.state()
         batch = {k: v.to(device, non_blocking=True) for k, v in dataset.batch(order.next()).items()}
         distributed.set_step(cfg.seed, step)
         losses = net(batch)
@@ -375,16 +403,16 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             grad_norm = float(norm)
         if not math.isfinite(grad_norm):
-            path = ckpt.find_latest(out_dir) if last_ckpt == step else _save(
-                out_dir, step, model, ema, opt, order_before, rng_before, window,
-                elapsed_before + time.perf_counter() - t0, cfg, meta)
             bar.close()
+            good = distributed.broadcast_object(ckpt.rewind(out_dir, step) if w.is_main else None)
             what = ("gradient norm is " + str(grad_norm) if all(map(math.isfinite, terms.values()))
                     else "loss terms " + str(terms))
+            fix = "lower train.lr, raise train.warmup_steps or lower train.grad_clip"
             raise TrainingDivergedError(
-                f"training diverged at step {step + 1}: {what}. The last good state (step {step}) "
-                f"is checkpointed in {path}. Lower train.lr, raise train.warmup_steps or set "
-                f"train.grad_clip, then resume from it.")
+                f"training diverged at step {step + 1}: {what}. " + (
+                    f"The run is rewound to ckpt-{good}, the last checkpoint followed by finite "
+                    f"steps: {fix} and resume it (--resume)." if good is not None else
+                    f"No checkpoint precedes it: {fix} and start the run again."))
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(params, cfg.grad_clip, norm)
         lr = _lr_at(cfg, step)
@@ -412,8 +440,7 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
                 window = _Window()
         if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or last:
             _save(out_dir, step, model, ema, opt, order.state(), ckpt.capture_rng(), window,
-                  elapsed_before + time.perf_counter() - t0, cfg, meta)
-            last_ckpt = step
+                  elapsed_before + time.perf_counter() - t0, cfg, meta, changes)
         if cfg.sample_every and step % cfg.sample_every == 0 and w.is_main and on_sample:
             _sample(model, ema, on_sample, step, out_dir, device)
         if stop:
