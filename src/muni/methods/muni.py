@@ -64,6 +64,8 @@ class MuniConfig:
     prior_route: Literal["leave_one_out", "all_subsets", "full_set"] = "leave_one_out"      # route 3
     rate_target: Literal["standard_normal", "flow_prior"] = "standard_normal"  # KL(q || .) target
     beta: float = 0.5                        # weight of the rate (minimality) term
+    free_nats: float = 0.0                   # rate floor: a batch's KL below it costs nothing (free
+                                             # bits, Kingma et al. 2016, spread over the dimensions)
     subset_sampler: Literal["uniform", "weighted"] = "uniform"  # distribution of observed subsets S
     kind_weights: dict[str, float] = field(default_factory=lambda: {"image": 1.0, "audio": 1.0,
                                                         "categorical": 100.0, "text": 20.0})
@@ -161,7 +163,8 @@ class Muni(Method):
         cfg = self.cfg
         b = next(iter(batch.values())).shape[0]
         terms = self.routed_terms(batch, self.sample_subsets(b))
-        total = terms["rate"] * cfg.beta + terms["prior"] * cfg.prior_weight
+        rate = terms.pop("rate_floored") if "rate_floored" in terms else terms["rate"]
+        total = rate * cfg.beta + terms["prior"] * cfg.prior_weight
         for name in self.names:
             w = cfg.kind_weights.get(self.modalities[name].kind, 1.0)
             total = total + w * (terms[f"cross/{name}"] + terms[f"self/{name}"])
@@ -198,8 +201,10 @@ class Muni(Method):
             terms[f"cross/{name}"] = (per * ~observed).sum() / b
             terms[f"self/{name}"] = (per * observed).sum() / b
 
-        # Rate (minimality): KL(q(z | x_S) || p).
+        # Rate (minimality): KL(q(z | x_S) || p); with free nats, the part below the floor is free.
         terms["rate"] = self._rate(z, mu, logvar).mean()
+        if self.cfg.free_nats > 0:
+            terms["rate_floored"] = self._floored_rate(terms["rate"], mu, logvar)
         # Route 3: the prior learns from broad (leave-one-out) latents only, conditioned on the
         # posterior of a random subset of that broad set (dropped with prob cond_drop).
         terms["prior"] = self._prior_loss(h)
@@ -216,6 +221,16 @@ class Muni(Method):
         detach[:, i] = True                                      # stop-gradient on h_i only
         mu_t, logvar_t = self.posterior(h, mask, detach)
         return mu_t + (0.5 * logvar_t).exp() * eps
+
+    def _floored_rate(self, rate: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Free bits (Kingma et al. 2016, Eq. 15): ``sum_j max(lambda, E_batch KL_j)`` over the d
+        latent dimensions with ``lambda = free_nats / d``, so the encoders may carry up to
+        `free_nats` nats (a factor worth a few nats is not priced out) before the rate pushes back.
+        Against the flow prior (no per-dimension KL) the batch mean is floored as a whole."""
+        if self.cfg.rate_target != "standard_normal":
+            return rate.clamp_min(self.cfg.free_nats)
+        per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)   # (d,)
+        return per_dim.clamp_min(self.cfg.free_nats / per_dim.shape[0]).sum()
 
     def _rate(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """Per-sample KL(q || p) estimate, (B,).
