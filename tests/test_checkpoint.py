@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import random
@@ -147,6 +148,40 @@ def test_crash_during_write_leaves_previous_checkpoint(run, monkeypatch):
     assert not list(run.glob(".tmp-*")) and not (run / "ckpt-8").exists()
     ck = load_checkpoint(run)
     assert ck.step == 7 and all(torch.equal(ck.tensors[k], v) for k, v in _tensors().items())
+
+
+def test_edited_json_is_refused(run):
+    info_file = run / "ckpt-7" / ckpt.INFO_FILE
+    info_file.write_text(info_file.read_text().replace('"lr": 1', '"lr": 2'))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json: its content does not match its recorded checksum"):
+        load_checkpoint(run)
+
+
+def rewrite_info(info_file, edit) -> None:
+    """Apply `edit(info)` to a checkpoint.json and re-sign it, as a forger would."""
+    info = json.loads(info_file.read_text())
+    edit(info)
+    info.pop(ckpt.INFO_SHA)
+    info[ckpt.INFO_SHA] = hashlib.sha256(ckpt._info_text(info).encode()).hexdigest()
+    info_file.write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("field, value", [("step", "7"), ("step", -1), ("meta", []), ("config", None),
+                                          ("files", {"state.safetensors": {"sha256": 1}})])
+def test_malformed_fields_are_one_clear_error(run, field, value):
+    rewrite_info(run / "ckpt-7" / ckpt.INFO_FILE, lambda info: info.__setitem__(field, value))
+    with pytest.raises(CheckpointError, match=rf"checkpoint\.json: field '{field}' must"):
+        load_checkpoint(run)
+
+
+@pytest.mark.parametrize("pointer", ["/etc", "../outside/ckpt-7", "ckpt-7/../../outside/ckpt-7"])
+def test_latest_never_leads_outside_the_run(tmp_path, pointer):
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    ckpt.save_checkpoint(run, 1, _tensors(), {})
+    ckpt.save_checkpoint(outside, 7, _tensors(), {})
+    (run / "latest").write_text(pointer + "\n")
+    with pytest.raises(CheckpointError, match="not the name of a ckpt-<step> directory of this run"):
+        load_checkpoint(run)
 
 
 def test_latest_pointer_missing_falls_back_to_newest(run):

@@ -29,6 +29,8 @@ from muni.errors import CheckpointError, InputError
 from muni.modalities.audio import AUDIO_PARAMS, num_samples
 from muni.modalities.base import Modality
 from muni.modalities.text import build_vocab
+from muni.training.checkpoint import find_latest
+from test_checkpoint import rewrite_info
 from test_muni import tiny_config
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
@@ -449,21 +451,71 @@ def test_sample_rejects_bad_checkpoints(run_dir, files, tmp_path, out, capsys):
     assert_rejected(["sample", files["pickle"], *base], capsys, "model.pt", "unpickle", out_dir=out)
     assert_rejected(["sample", files["dir"], *base], capsys, "no checkpoint here", out_dir=out)
     # a checkpoint whose meta names another method
-    import json
-
     from muni.registry import load_model
-    from muni.training.checkpoint import find_latest
 
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
-    info_file = find_latest(other) / "checkpoint.json"
-    info = json.loads(info_file.read_text())
-    info["meta"]["method"] = "not-a-method"
-    info_file.write_text(json.dumps(info))
+    rewrite_info(find_latest(other) / "checkpoint.json",
+                 lambda info: info["meta"].__setitem__("method", "not-a-method"))
     assert_rejected(["sample", str(other), *base], capsys, "'not-a-method'", out_dir=out)
     with pytest.raises(CheckpointError, match="'not-a-method', expected 'muni'"):
         load_model(other, expect_method="muni")
     assert not out.exists()
+
+
+def _rename_modality(info: dict, old: str, new: str) -> None:
+    for m in info["meta"]["modalities"]:
+        if m["name"] == old:
+            m["name"] = new
+
+
+@pytest.mark.parametrize("name", ["/tmp/muni-escape-{}", "../escape-{}", "digit/../../escape-{}"])
+def test_crafted_modality_names_write_nothing_outside_out(name, run_dir, tmp_path, capsys):
+    """A re-signed checkpoint whose modality name is a path: refused, nothing written anywhere."""
+    crafted, out = tmp_path / "crafted", tmp_path / "box" / "out"
+    shutil.copytree(run_dir, crafted)
+    name = name.format(os.getpid())
+    rewrite_info(find_latest(crafted) / "checkpoint.json", lambda info: _rename_modality(info, "digit", name))
+    before = set(tmp_path.rglob("*"))
+    assert_rejected(["sample", str(crafted), "--unconditional", "--n", "2", "--out", str(out)], capsys,
+                    "modality name", "must be a letter")
+    assert set(tmp_path.rglob("*")) == before and not Path(f"/tmp/muni-escape-{os.getpid()}.txt").exists()
+
+
+def test_writers_refuse_names_that_are_paths(tmp_path):
+    from muni.modalities.writers import output_path, write_batch
+
+    for stem in ("../x", "/tmp/x", "a/b", "digit/../../x"):
+        with pytest.raises(InputError, match="not a file name inside"):
+            write_batch(MODS["digit"], torch.tensor([0, 1]), tmp_path / "out", stem)
+    with pytest.raises(InputError, match="not a file name inside"):
+        output_path(tmp_path, "../x.png")
+    assert list(tmp_path.rglob("*")) in ([], [tmp_path / "out"])
+
+
+def test_absolute_latest_is_refused_by_sample(run_dir, tmp_path, out, capsys):
+    crafted, elsewhere = tmp_path / "crafted", tmp_path / "elsewhere"
+    shutil.copytree(run_dir, crafted)
+    shutil.copytree(run_dir, elsewhere)
+    (crafted / "latest").write_text(str(find_latest(elsewhere).resolve()) + "\n")
+    assert_rejected(["sample", str(crafted), "--unconditional", "--n", "2", "--out", str(out)], capsys,
+                    "latest", "not the name of a ckpt-<step> directory", out_dir=out)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda i: i["meta"].__setitem__("modalities", {"digit": 1}), "meta.modalities must be a list"),
+    (lambda i: i["meta"]["modalities"][0].__setitem__("shape", ["x"]), "shape"),
+    (lambda i: i["meta"]["modalities"][1].__setitem__("params", {"class_names": ["a"]}), "class_names"),
+    (lambda i: i["meta"]["modalities"][3].__setitem__("params", {"sample_rate": "fast"}), "sample_rate"),
+    (lambda i: i["meta"]["model_config"].__setitem__("latent_dim", "x"), "latent_dim"),
+    (lambda i: i.__setitem__("step", "2"), "field 'step' must be int"),
+], ids=["modalities-dict", "shape", "class-names", "audio-params", "config-type", "step"])
+def test_malformed_metadata_is_one_line(edit, needle, run_dir, tmp_path, out, capsys):
+    crafted = tmp_path / "crafted"
+    shutil.copytree(run_dir, crafted)
+    rewrite_info(find_latest(crafted) / "checkpoint.json", edit)
+    assert_rejected(["sample", str(crafted), "--given", "digit=1", "--n", "2", "--out", str(out)], capsys,
+                    str(crafted), needle, out_dir=out)
 
 
 def test_sample_happy_path_writes(run_dir, files, out, capsys):

@@ -16,7 +16,7 @@ import torch
 
 from _toy import ToyModel, toy_dataset
 from muni.errors import CheckpointError, ConfigError, MuniError
-from muni.training import (TrainConfig, TrainingDivergedError, load_checkpoint, load_state_into,
+from muni.training import (TrainConfig, TrainingDivergedError, load_checkpoint,
                            shared_generator, train)
 from muni.training.checkpoint import checkpoint_steps
 from muni.training.logging import read_log

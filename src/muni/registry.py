@@ -122,11 +122,22 @@ def load_model(path: str | Path, *, ema: bool = True, expect_method: str | None 
     meta = ckpt.meta
     try:
         method = meta["method"]
-        modalities = {d["name"]: Modality.from_json(d) for d in meta["modalities"]}
+        if not isinstance(meta["modalities"], list):
+            raise TypeError("meta.modalities must be a list")
+        modalities = {m.name: m for m in map(Modality.from_json, meta["modalities"])}
+        if len(modalities) != len(meta["modalities"]) or not modalities:
+            raise ValueError("meta.modalities must name distinct modalities")
         cfg = from_dict(method_spec(method).config, meta["model_config"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: checkpoint metadata lacks {e}; not a muni model checkpoint") from None
-    model = build_model(method, modalities, cfg)
+    except KeyError as e:
+        raise CheckpointError(f"{ckpt.path}: checkpoint metadata lacks {e}; not a muni model "
+                              f"checkpoint") from None
+    except (TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{ckpt.path}: malformed checkpoint metadata: {e}") from None
+    try:
+        model = build_model(method, modalities, cfg)
+    except (ValueError, RuntimeError, TypeError, KeyError, IndexError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{ckpt.path}: cannot build {method} from the recorded config and "
+                              f"modalities ({e})") from None
     try:
         load_state_into(model, ckpt.model_state(ema=ema))
     except CheckpointError as e:

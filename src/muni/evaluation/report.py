@@ -14,7 +14,6 @@ conditions of `seed`, and writes under `out_dir`:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -344,7 +343,7 @@ def _sheets(tasks: dict[str, coherence.TaskResult], test: MultimodalDataset, out
             continue
         mods, batches = {}, {}
         for k, v in t.given.items():
-            mods[f"given {k}"] = dataclasses.replace(test.modalities[k], name=f"given {k}")
+            mods[f"given {k}"] = test.modalities[k]  # the key titles the sheet's column
             batches[f"given {k}"] = v[:SHEET_ROWS]
         for k, v in t.generated.items():
             mods[k], batches[k] = test.modalities[k], v[:SHEET_ROWS]

@@ -14,6 +14,8 @@ Model format per kind (first dimension is the batch):
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +26,8 @@ from muni.errors import InputError
 Kind = Literal["image", "categorical", "text", "audio"]
 KINDS: tuple[str, ...] = ("image", "categorical", "text", "audio")
 PAD_ID = 0
+# A modality name is a batch key and a file stem in every output: never a path.
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,53 @@ class Modality:
     params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise ValueError(f"modality name {self.name!r} must be a letter then up to 63 letters, "
+                             f"digits or underscores")
         if self.kind not in KINDS:
             raise ValueError(f"modality {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if not all(type(d) is int and d >= 1 for d in self.shape):
+            raise ValueError(f"modality {self.name!r}: shape {self.shape!r} must hold integers >= 1")
+        if self.num_classes is not None and not (type(self.num_classes) is int and self.num_classes >= 1):
+            raise ValueError(f"modality {self.name!r}: num_classes {self.num_classes!r} must be an "
+                             f"integer >= 1")
         if self.kind in ("categorical", "text") and not self.num_classes:
             raise ValueError(f"modality {self.name!r} of kind {self.kind} needs num_classes")
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """The kind-specific `params` a checkpoint may carry: right types and sizes."""
+        p, where = self.params, f"modality {self.name!r}: params"
+        if not isinstance(p, dict):
+            raise ValueError(f"{where} must be a JSON object, got {type(p).__name__}")
+        want = {"image": 3, "categorical": 0, "text": 1, "audio": 3}[self.kind]
+        if len(self.shape) != want:
+            raise ValueError(f"modality {self.name!r}: a {self.kind} sample has {want} dimensions, "
+                             f"shape {self.shape!r}")
+        key = {"categorical": "class_names", "text": "vocab"}.get(self.kind)
+        if key in p and not (isinstance(p[key], list) and len(p[key]) == self.num_classes
+                             and all(isinstance(t, str) for t in p[key])):
+            raise ValueError(f"{where}.{key} must be a list of {self.num_classes} strings")
+        if self.kind == "audio":
+            from muni.modalities.audio import AUDIO_PARAMS
+
+            a = {**AUDIO_PARAMS, **p}
+            for key in AUDIO_PARAMS:
+                v = a[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"{where}.{key} must be a finite number, got {v!r}")
+            rules = [(all(type(a[k]) is int and a[k] >= 1 for k in ("sample_rate", "n_fft", "hop_length",
+                                                                     "n_mels", "frames")),
+                      "sample_rate, n_fft, hop_length, n_mels and frames must be integers >= 1"),
+                     (a["hop_length"] <= a["n_fft"], "hop_length must be <= n_fft"),
+                     (0 <= a["fmin"] < a["fmax"] <= a["sample_rate"] / 2, "needs 0 <= fmin < fmax <= sample_rate / 2"),
+                     (a["log_eps"] > 0 and a["log_lo"] < a["log_hi"], "needs log_eps > 0 and log_lo < log_hi"),
+                     (self.shape[0] == 1 and p.get("n_mels", self.shape[1]) == self.shape[1]
+                      and p.get("frames", self.shape[2]) == self.shape[2],
+                      "the shape must be (1, n_mels, frames)")]
+            for ok, want in rules:
+                if not ok:
+                    raise ValueError(f"{where}: {want}")
 
     @property
     def is_discrete(self) -> bool:
@@ -62,8 +109,14 @@ class Modality:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Modality":
-        return cls(name=d["name"], kind=d["kind"], shape=tuple(d["shape"]),
-                   num_classes=d.get("num_classes"), params=dict(d.get("params") or {}))
+        """Inverse of `to_json`; a malformed entry is a `ValueError` naming the field."""
+        if not isinstance(d, dict) or not isinstance(d.get("shape"), list):
+            raise ValueError(f"modality entry {d!r} needs a name, a kind and a shape list")
+        params = d.get("params") or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"modality {d.get('name')!r}: params must be a JSON object")
+        return cls(name=d.get("name"), kind=d.get("kind"), shape=tuple(d["shape"]),
+                   num_classes=d.get("num_classes"), params=dict(params))
 
     def check_batch(self, x: torch.Tensor, *, what: str = "input") -> None:
         """Raise `InputError` naming this modality when `x` is not a batch in model format."""

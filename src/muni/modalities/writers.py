@@ -24,6 +24,7 @@ from PIL import Image
 
 from muni.modalities import audio as audio_lib
 from muni.modalities import text as text_lib
+from muni.errors import InputError
 from muni.modalities.base import Modality
 
 _CELL_WIDTH = {"image": 1.4, "audio": 2.4, "text": 3.2, "categorical": 1.4}
@@ -72,21 +73,34 @@ def class_names(modality: Modality, labels: torch.Tensor) -> list[str]:
     return [names[int(i)] if names else str(int(i)) for i in labels]
 
 
+def output_path(out_dir: str | Path, name: str) -> Path:
+    """``out_dir / name`` for a plain file name, refusing anything that would land elsewhere
+    (a separator, ``..``, an absolute path: names may come from a checkpoint's metadata)."""
+    out_dir = Path(out_dir)
+    path = out_dir / name
+    if Path(name).name != name or name in ("", ".", "..") or path.resolve().parent != out_dir.resolve():
+        raise InputError(f"refusing to write {name!r}: not a file name inside {out_dir}")
+    return path
+
+
 def write_batch(modality: Modality, batch: torch.Tensor, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write one modality's batch (model format) under `out_dir`; returns the files written."""
+    """Write one modality's batch (model format) under `out_dir`; returns the files written.
+
+    Every file lands directly in `out_dir` (`output_path` refuses a `stem` that is a path).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if modality.kind == "image":
-        path = out_dir / f"{stem}.png"
+        path = output_path(out_dir, f"{stem}.png")
         Image.fromarray(image_grid(batch)).save(path)
         return [path]
     if modality.kind == "categorical":
-        path = out_dir / f"{stem}.txt"
+        path = output_path(out_dir, f"{stem}.txt")
         names = class_names(modality, batch)
         path.write_text("".join(f"{i}\t{int(c)}\t{n}\n" for i, (c, n) in enumerate(zip(batch, names))))
         return [path]
     if modality.kind == "text":
-        path = out_dir / f"{stem}.txt"
+        path = output_path(out_dir, f"{stem}.txt")
         path.write_text("".join(s + "\n" for s in decode_text(modality, batch)))
         return [path]
     # audio
@@ -94,9 +108,9 @@ def write_batch(modality: Modality, batch: torch.Tensor, out_dir: str | Path, st
     waves = (audio_lib.mel_to_wave(batch, params).numpy() * 32767).round().astype(np.int16)
     paths = []
     for i, w in enumerate(waves):
-        paths.append(out_dir / f"{stem}_{i:03d}.wav")
+        paths.append(output_path(out_dir, f"{stem}_{i:03d}.wav"))
         scipy.io.wavfile.write(paths[-1], int(params["sample_rate"]), w)
-    png = out_dir / f"{stem}.png"
+    png = output_path(out_dir, f"{stem}.png")
     Image.fromarray(image_grid(spectrogram_images(batch), min_cell=128)).save(png)
     return paths + [png]
 

@@ -9,7 +9,8 @@ A run directory::
     out_dir/
       latest                        name of the newest complete checkpoint, e.g. "ckpt-1200"
       ckpt-1200/state.safetensors   every tensor (model/, ema/, optim/, rng/, data/ prefixes)
-      ckpt-1200/checkpoint.json     step, config, meta, optimizer hyperparameters, sha256, ...
+      ckpt-1200/checkpoint.json     step, config, meta, optimizer hyperparameters, the sha256 of
+                                    the tensor file and of this JSON itself ("info_sha256")
       log.csv
 
 A checkpoint directory is written to a temporary directory inside ``out_dir``, fsynced, and
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import tempfile
@@ -40,11 +42,18 @@ from torch import nn
 import muni
 from muni.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checkpoint.json carries its own checksum
 STATE_FILE, INFO_FILE = "state.safetensors", "checkpoint.json"      # training checkpoint
 LATEST = "latest"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 _TMP_PREFIX = ".tmp-"
+_CKPT_NAME = re.compile(r"ckpt-(\d+)")
+INFO_SHA = "info_sha256"  # the checksum of the JSON metadata without this key
+
+
+def _info_text(info: dict[str, Any]) -> str:
+    """The canonical JSON text of `info` (what `INFO_SHA` covers)."""
+    return json.dumps(info, indent=2, sort_keys=True, allow_nan=False)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -86,7 +95,8 @@ def _write_dir_atomic(final: Path, tensors: dict[str, torch.Tensor], info: dict[
             "torch_version": torch.__version__,
             "files": {tensors_name: {"sha256": hashlib.sha256(blob).hexdigest(),
                                      "bytes": len(blob)}}}
-    text = json.dumps(info, indent=2, sort_keys=True, allow_nan=False)
+    info[INFO_SHA] = hashlib.sha256(_info_text(info).encode()).hexdigest()
+    text = _info_text(info)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX + final.name + "-", dir=final.parent))
     try:
@@ -119,9 +129,9 @@ def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
     """Steps of the complete ``ckpt-<step>`` directories in `run_dir`, ascending."""
     steps = []
     for p in Path(run_dir).glob("ckpt-*"):
-        tail = p.name[len("ckpt-"):]
-        if p.is_dir() and tail.isdigit():
-            steps.append(int(tail))
+        m = _CKPT_NAME.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink():
+            steps.append(int(m.group(1)))
     return sorted(steps)
 
 
@@ -226,7 +236,7 @@ class Checkpoint:
 
     @property
     def step(self) -> int:
-        return int(self.info.get("step", 0))
+        return self.info["step"]
 
     @property
     def config(self) -> dict[str, Any]:
@@ -313,6 +323,11 @@ def _read_dir(path: Path, tensors_name: str, info_name: str, fmt: str,
     if info.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{info_file}: format version {info.get('format_version')!r}; this "
                               f"muni ({muni.__version__}) reads version {FORMAT_VERSION}")
+    recorded = info.pop(INFO_SHA, None)
+    if hashlib.sha256(_info_text(info).encode()).hexdigest() != recorded:
+        raise CheckpointError(f"{info_file}: its content does not match its recorded checksum "
+                              f"({INFO_SHA}); the file was edited or corrupted")
+    _check_fields(info_file, info, tensors_name)
     method = (info.get("meta") or {}).get("method")
     if expect_method is not None and method != expect_method:
         raise CheckpointError(f"{path}: checkpoint of method {method!r}, expected "
@@ -321,14 +336,51 @@ def _read_dir(path: Path, tensors_name: str, info_name: str, fmt: str,
     return Checkpoint(path, info, _read_tensors(path / tensors_name, expected))
 
 
+# The JSON fields every reader relies on, and the types they must have.
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "step": (int,), "config": (dict,), "meta": (dict,), "files": (dict,), "changes": (list,),
+    "optimizer": (dict,), "data_pos": (int,), "elapsed_s": (int, float), "world_size": (int,),
+    "window": (dict,)}
+
+
+def _check_fields(info_file: Path, info: dict[str, Any], tensors_name: str) -> None:
+    """Refuse a field of the wrong type or range with one line naming it."""
+    for key, types in _FIELDS.items():
+        if key in info and (not isinstance(info[key], types) or isinstance(info[key], bool)):
+            raise CheckpointError(f"{info_file}: field {key!r} must be "
+                                  f"{' or '.join(t.__name__ for t in types)}, got {info[key]!r:.60}")
+    for key in ("step", "data_pos"):
+        if info.get(key, 0) < 0 or (key == "step" and key not in info):
+            raise CheckpointError(f"{info_file}: field {key!r} must be an integer >= 0")
+    entry = info.get("files", {}).get(tensors_name)
+    if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            and type(entry.get("bytes")) is int):
+        raise CheckpointError(f"{info_file}: field 'files' must record the sha256 and size of "
+                              f"{tensors_name}")
+
+
 def find_latest(run_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint ``latest`` points to (the newest ``ckpt-*`` if the pointer is missing)."""
+    """The checkpoint ``latest`` points to (the newest ``ckpt-*`` if the pointer is missing).
+
+    Raises
+    ------
+    CheckpointError
+        When ``latest`` names anything but a ``ckpt-<step>`` directory inside `run_dir`
+        (an absolute path, ``..``, a link): a run directory never points outside itself.
+    """
     run_dir = Path(run_dir)
     pointer = run_dir / LATEST
     if pointer.is_file():
-        name = pointer.read_text().strip()
-        if (run_dir / name).is_dir():
-            return run_dir / name
+        try:
+            name = pointer.read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{pointer}: unreadable ({e})") from None
+        target = run_dir / name
+        if not _CKPT_NAME.fullmatch(name) or target.is_symlink():
+            raise CheckpointError(f"{pointer}: holds {name[:80]!r}, not the name of a ckpt-<step> "
+                                  f"directory of this run")
+        if target.is_dir():
+            return target
     steps = checkpoint_steps(run_dir)
     return run_dir / f"ckpt-{steps[-1]}" if steps else None
 

@@ -244,6 +244,10 @@ def _restore(ck: ckpt.Checkpoint, model: nn.Module, ema: EMA | None, opt: torch.
     elapsed training time it records and the settings that differ, ``{name: [old, new]}``."""
     w = distributed.world()
     info, old, new = ck.info, ck.config, to_dict(cfg)
+    missing = [k for k in ("config", "optimizer", "data_pos", "window", "elapsed_s", "world_size")
+               if k not in info]
+    if missing:
+        raise CheckpointError(f"{ck.path}: not a training checkpoint (no {', '.join(missing)})")
     for name in FIXED:
         if old.get(name) != new[name]:
             raise CheckpointError(f"{ck.path}: cannot resume with train.{name}="
@@ -260,14 +264,20 @@ def _restore(ck: ckpt.Checkpoint, model: nn.Module, ema: EMA | None, opt: torch.
         ema.load_state_dict(ema_state)
     try:
         opt.load_state_dict(ckpt.unflatten_optimizer(ck.group("optim"), info["optimizer"]))
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"{ck.path}: optimizer state does not fit this model ({e})") from None
-    fresh = _optimizer(model, cfg).param_groups  # the hyperparameters `cfg` asks for
+    fresh = _optimizer(model, cfg).param_groups  # every hyperparameter comes from `cfg`, not the file
     for group, want in zip(opt.param_groups, fresh):
-        group.update({k: want[k] for k in ("betas", "weight_decay")})
-    order.restore(ck.tensors["data/generator"], int(info["data_pos"]))
+        group.update({k: v for k, v in want.items() if k != "params"})
+    sums, count = (info.get("window") or {}).get("sums"), (info.get("window") or {}).get("count")
+    if not (isinstance(sums, dict) and type(count) is int and count >= 0 and (count > 0 or not sums)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sums.values())):
+        raise CheckpointError(f"{ck.path}: field 'window' must hold 'sums' (numbers) and 'count' (>= 0)")
+    if "data/generator" not in ck.tensors:
+        raise CheckpointError(f"{ck.path}: holds no data-order state (data/generator)")
+    order.restore(ck.tensors["data/generator"], info["data_pos"])
     ckpt.restore_rng(ck.group(f"rng/{w.rank}"))
-    window.sums, window.count = dict(info["window"]["sums"]), int(info["window"]["count"])
+    window.sums, window.count = dict(sums), count
     changed = {k: [old.get(k), v] for k, v in new.items()
                if k in RESUMABLE and old.get(k) != (list(v) if isinstance(v, tuple) else v)}
     return float(info["elapsed_s"]), changed
