@@ -398,6 +398,27 @@ def test_train_rejects(argv, needles, capsys):
     assert_rejected(["train", *argv, "--dry-run"], capsys, *needles)
 
 
+@pytest.mark.usefixtures("no_training")
+@pytest.mark.parametrize("method, item, needle", [
+    ("muni", "model.latent_dim=0", "model.latent_dim must be >= 1"),
+    ("muni", "model.prior_nfe=0", "model.prior_nfe must be >= 1"),
+    ("muni", "model.temperature=-3", "model.temperature must be >= 0"),
+    ("muni", "model.beta=-1", "model.beta must be >= 0"),
+    ("muni", "model.beta=nan", "beta: expected a finite number"),
+    ("muni", "model.cond_drop=1", "model.cond_drop must be in [0, 1)"),
+    ("muni", "model.codec.flow_nfe=0", "model.codec.flow_nfe must be >= 1"),
+    ("muni", "train.betas=0.9,nan", "betas: expected a finite number"),
+    ("mopoe", "model.beta=-1", "model.beta must be >= 0"),
+    ("mmvae", "model.k=0", "model.k must be >= 1"),
+    ("jointflow", "model.temperature=-1", "temperature must be >= 0"),
+])
+def test_late_failing_config_values_are_refused_before_training(method, item, needle, tmp_path, capsys):
+    """Without --dry-run: `no_training` fails the test if data loads or training starts."""
+    assert_rejected(["train", "--method", method, "--set", item, "--out", str(tmp_path / "r")], capsys,
+                    item, needle)
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.fixture
 def out(tmp_path) -> Path:
     return tmp_path / "out"
@@ -508,8 +529,9 @@ def test_absolute_latest_is_refused_by_sample(run_dir, tmp_path, out, capsys):
     (lambda i: i["meta"]["modalities"][1].__setitem__("params", {"class_names": ["a"]}), "class_names"),
     (lambda i: i["meta"]["modalities"][3].__setitem__("params", {"sample_rate": "fast"}), "sample_rate"),
     (lambda i: i["meta"]["model_config"].__setitem__("latent_dim", "x"), "latent_dim"),
+    (lambda i: i["meta"]["model_config"].__setitem__("latent_dim", 0), "latent_dim"),
     (lambda i: i.__setitem__("step", "2"), "field 'step' must be int"),
-], ids=["modalities-dict", "shape", "class-names", "audio-params", "config-type", "step"])
+], ids=["modalities-dict", "shape", "class-names", "audio-params", "config-type", "config-range", "step"])
 def test_malformed_metadata_is_one_line(edit, needle, run_dir, tmp_path, out, capsys):
     crafted = tmp_path / "crafted"
     shutil.copytree(run_dir, crafted)

@@ -278,7 +278,7 @@ def test_override_sets_one_entry_of_a_dict_field_and_refuses_deeper_keys():
     ("kind_weights.imgae=2", "unknown kind 'imgae'"),          # a misspelt kind is not ignored
     ("kind_weights.audio=abc", "kind_weights.audio: expected a number"),
     ("kind_weights.audio=-1", "finite number >= 0"),
-    ("kind_weights.audio=NaN", "finite number >= 0"),
+    ("kind_weights.audio=NaN", "expected a finite number"),
     ('kind_weights={"image": true}', "kind_weights.image: expected a number"),
 ])
 def test_kind_weights_are_checked_when_the_config_is_built(item, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -74,3 +75,27 @@ def test_run_training_writes_its_spec_summary_and_a_loadable_model(tmp_path, tin
 
     model = load_model(tmp_path / "run")
     assert model.cfg == spec.model and (tmp_path / "run" / "samples" / "final" / "unconditional.png").exists()
+
+
+def test_resume_refuses_a_setting_that_cannot_change_and_keeps_run_json(tmp_path, tiny_polymnist, monkeypatch):
+    import muni.run
+
+    monkeypatch.setattr(muni.run, "load_dataset", lambda name, split, *a, **k: tiny_polymnist[split])
+    base = [*TINY_MODEL, "train.steps=2", "train.batch_size=8", "train.sample_every=0", "train.num_threads=1"]
+    spec = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 0, base)
+    run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
+    for change, needle in (("model.latent_dim=8", "model.latent_dim (4 -> 8)"),
+                           ("model.codec.width=16", "model.codec.width (8 -> 16)"),
+                           ("train.batch_size=4", "train.batch_size (8 -> 4)")):
+        changed = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 0, [*base, change])
+        with pytest.raises(ConfigError, match=re.escape(f"--resume cannot change {needle}")):
+            run_training(changed, tmp_path / "run", resume=True, progress=False, log=lambda s: None)
+        assert RunSpec.load(tmp_path / "run") == spec
+    later = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 0,
+                            [*base, "train.steps=3", "train.weight_decay=0.5"])
+    assert run_training(later, tmp_path / "run", resume=True, progress=False, log=lambda s: None)["steps_done"] == 3
+    from muni.training import load_checkpoint
+
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck.info["changes"] == [{"step": 2, "changed": {"weight_decay": [0.0, 0.5]}}]
+    assert ck.info["optimizer"]["param_groups"][0]["weight_decay"] == 0.5

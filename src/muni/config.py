@@ -2,13 +2,16 @@
 
 Every config is a plain ``@dataclass``; nested configs are dataclass fields. The CLI's
 ``--set key=value`` (dotted keys reach nested fields) goes through `apply_overrides`, which
-refuses unknown keys and values of the wrong type with a `ConfigError` naming them.
+refuses unknown keys, values of the wrong type and non-finite numbers with a `ConfigError`
+naming them. Each config checks its ranges when it is built (`check_ranges` in its
+``__post_init__``), so a bad value is refused before any data loads or any step runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -39,6 +42,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
+        if len([a for a in args if a is not type(None)]) == 1:  # X | None: X's own message
+            return _coerce(value, next(a for a in args if a is not type(None)), key)
         for a in args:
             if a is type(None):
                 continue
@@ -102,14 +107,43 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     return value
+
+
+def check_ranges(section: str, cfg: Any, rules: list[tuple[str, bool, str]]) -> None:
+    """Raise `ConfigError` naming the first field whose rule fails.
+
+    Parameters
+    ----------
+    section : str
+        Prefix of the field names in messages, e.g. ``"model."``.
+    cfg : dataclass instance
+        The config, for the offending value.
+    rules : list of (field, ok, wanted)
+        ``ok`` the rule's outcome, ``wanted`` what the field must be ("an integer >= 1").
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C:
+    ...     n: int = 0
+    >>> check_ranges("model.", C(), [("n", C().n >= 1, ">= 1")])
+    Traceback (most recent call last):
+    ...
+    muni.errors.ConfigError: model.n must be >= 1, got 0
+    """
+    for name, ok, want in rules:
+        if not ok:
+            raise ConfigError(f"{section}{name} must be {want}, got {getattr(cfg, name)!r}")
 
 
 def from_dict(cls: type[T], d: dict[str, Any], *, prefix: str = "") -> T:

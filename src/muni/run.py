@@ -34,6 +34,7 @@ from muni.data import dataset_modalities, load_dataset
 from muni.errors import CheckpointError, ConfigError, InputError
 from muni.registry import PRESETS, build_model, method_spec, model_config
 from muni.training import TrainConfig, distributed as dist, train
+from muni.training.loop import FIXED
 from muni.training.checkpoint import write_json_atomic
 
 RUN_FILE, SUMMARY_FILE = "run.json", "summary.json"
@@ -152,10 +153,33 @@ class RunSpec:
             raise CheckpointError(f"{file}: not a muni run spec")
         return cls.from_dict(d, where=str(file))
 
+    def check_resumable(self, old: RunSpec) -> None:
+        """Refuse to continue run `old` as this spec when a setting that cannot change mid-run
+        differs: method, dataset, preset, data seed, any model field, train.batch_size or
+        train.seed. The other train fields may change; the checkpoints record the change."""
+        mine, theirs = self.to_dict(), old.to_dict()
+        fixed = [(k, theirs[k], mine[k]) for k in ("method", "dataset", "preset", "data_seed")]
+        if mine["method"] == theirs["method"]:
+            a, b = _flat(theirs["model_config"], "model."), _flat(mine["model_config"], "model.")
+            fixed += [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))]
+        fixed += [(f"train.{k}", theirs["train_config"][k], mine["train_config"][k]) for k in FIXED]
+        changed = [f"{k} ({a!r} -> {b!r})" for k, a, b in fixed if a != b]
+        if changed:
+            raise ConfigError(f"--resume cannot change {', '.join(changed)} mid-run; the optimiser "
+                              f"and bookkeeping settings (train.lr, train.steps, ...) can change")
+
     def checkpoint_meta(self, modalities) -> dict[str, Any]:
         """What every checkpoint stores: this spec and the modalities (with their parameters,
         e.g. a text vocabulary), so a checkpoint directory alone rebuilds the model."""
         return {**self.to_dict(), "modalities": [m.to_json() for m in modalities.values()]}
+
+
+def _flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Nested config dicts as ``{"model.codec.width": 16, ...}``."""
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
 
 
 def run_training(spec: RunSpec, out: str | os.PathLike, *, resume: bool = False,
@@ -170,6 +194,8 @@ def run_training(spec: RunSpec, out: str | os.PathLike, *, resume: bool = False,
     from muni.training.sheets import SampleSheets
 
     out = Path(out)
+    if resume and (out / RUN_FILE).is_file():
+        spec.check_resumable(RunSpec.load(out))  # before run.json is replaced
     device = dist.setup()
     try:
         train_set = load_dataset(spec.dataset, "train", spec.preset, spec.data_seed, data_dir)

@@ -83,6 +83,9 @@ class JointFlowConfig:
     temperature: float = 1.0                 # decoder sampling temperature
 
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
         """Raise `ConfigError` naming the first out-of-range field."""
         rules = [("latent_dim", self.latent_dim >= 1, ">= 1"), ("ae_steps", self.ae_steps >= 0, ">= 0"),
@@ -93,7 +96,8 @@ class JointFlowConfig:
                  ("p_given", 0 <= self.p_given < 1, "in [0, 1)"),
                  ("p_absent", 0 <= self.p_absent and self.p_given + self.p_absent < 1,
                   "in [0, 1 - p_given)"),
-                 ("nfe", self.nfe >= 1, ">= 1")]
+                 ("nfe", self.nfe >= 1, ">= 1"), ("mlp_ratio", self.mlp_ratio > 0, "> 0"),
+                 ("temperature", self.temperature >= 0, ">= 0")]
         for name, ok, want in rules:
             if not ok:
                 raise ConfigError(f"jointflow {name} must be {want}, got {getattr(self, name)!r}")

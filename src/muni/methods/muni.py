@@ -29,12 +29,13 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from muni.config import check_ranges
 from muni.errors import InputError
 from muni.flow.paths import LinearPath
 from muni.flow.prior import FlowPrior
 from muni.methods.aggregation import AGGREGATORS, kl_normal
 from muni.methods.base import Method, check_generate_args, check_kind_weights
-from muni.modalities.base import Modality
+from muni.modalities.base import KINDS, Modality
 from muni.modalities import CodecConfig, build_decoder, build_encoder
 
 
@@ -83,6 +84,13 @@ class MuniConfig:
 
     def __post_init__(self) -> None:
         check_kind_weights(self.kind_weights)
+        check_ranges("model.", self, [
+            *[(n, getattr(self, n) >= 1, ">= 1") for n in ("latent_dim", "agg_hidden", "prior_hidden",
+                                                           "prior_depth", "prior_nfe")],
+            *[(n, getattr(self, n) >= 0, ">= 0") for n in ("beta", "free_nats", "prior_weight", "guidance",
+                                                           "temperature", "prior_temperature")],
+            ("cond_drop", 0 <= self.cond_drop < 1, "in [0, 1)"),
+            ("detach_kinds", set(self.detach_kinds) <= set(KINDS), f"kinds among {', '.join(KINDS)}")])
 
 
 class Muni(Method):

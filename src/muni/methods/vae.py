@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from muni.config import check_ranges
 from muni.errors import ConfigError, InputError
 from muni.methods.base import Method, check_generate_args, check_kind_weights
 from muni.modalities.base import Modality
@@ -84,6 +85,11 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         check_kind_weights(self.kind_weights)
+        own = {"beta": (lambda v: v >= 0, ">= 0"), "num_random_subsets": (lambda v: v >= 0, ">= 0"),
+               "k": (lambda v: v >= 1, ">= 1"), "alpha": (lambda v: v > 0, "> 0")}  # some baselines' fields
+        check_ranges("model.", self, [
+            ("latent_dim", self.latent_dim >= 1, ">= 1"), ("temperature", self.temperature >= 0, ">= 0"),
+            *[(n, ok(getattr(self, n)), want) for n, (ok, want) in own.items() if hasattr(self, n)]])
 
 
 class MultimodalVAE(Method):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from muni.config import check_ranges
+
 DecoderKind = Literal["flow", "gaussian"]
 Likelihood = Literal["laplace", "gaussian"]
 ImageLikelihood = Literal["laplace", "gaussian", "bernoulli"]
@@ -40,3 +42,9 @@ class CodecConfig:
     flow_nfe: int = 16  # default ODE velocity evaluations when sampling a flow decoder
     flow_solver: Solver = "euler"  # ODE solver of flow decoders (see muni.flow.samplers)
     text_width: int = 64  # token embedding and GRU hidden size of text codecs
+
+    def __post_init__(self) -> None:
+        check_ranges("model.codec.", self, [
+            *[(n, getattr(self, n) >= 1, ">= 1") for n in ("embed_dim", "width", "mlp_width",
+                                                           "flow_width", "flow_nfe", "text_width")],
+            ("likelihood_scale", self.likelihood_scale > 0, "> 0")])

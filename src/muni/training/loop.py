@@ -88,11 +88,14 @@ class TrainConfig:
     num_threads: int = 0                       # torch CPU threads (fix it for bitwise resume); 0 = torch default
     keep_last: int = 2                         # newest checkpoints kept (>= 1), plus the one before the latest
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
         """Raise `ConfigError` naming the first out-of-range field."""
         rules = [("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                  ("lr", 0 < self.lr < float("inf"), "a finite number > 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
-                 ("betas", all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2,
+                 ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                   "two numbers in [0, 1)"),
                  ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
                  ("grad_clip", self.grad_clip >= 0, ">= 0"),
