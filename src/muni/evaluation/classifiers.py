@@ -10,12 +10,20 @@ One net per non-label modality, one head per content factor it carries:
 A categorical label modality is its own prediction. `features` is the penultimate layer
 (for Fréchet distances and diversity). Weights are cached as safetensors + JSON (never pickle)
 under ``cache_dir()/classifiers/<dataset>-<preset>-<hash>/``, the hash covering the classifier
-config and the dataset recipe, so a changed recipe retrains them.
+config and the dataset recipe, so a changed recipe retrains them. Like the dataset cache
+(`muni.data.cache`), an entry is written in a temporary sibling directory and moved into place
+in one rename, and ``classifiers.json`` records the SHA-256 and size of every weight file; an
+entry that fails the check (a file missing, truncated or altered) is logged and retrained.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +37,7 @@ from tqdm.auto import tqdm
 from muni.config import config_hash
 from muni.data import digits_ita, load_dataset
 from muni.data.base import MultimodalDataset
-from muni.errors import InputError
+from muni.errors import InputError, MuniError
 from muni.modalities.base import Modality
 from muni.paths import cache_dir
 
@@ -40,6 +48,7 @@ NUM_CLASSES: dict[str, int] = {"digit": 10, "quadrant": 4}
 # Deterministic caption parsers: tokens -> (digit, quadrant) or None.
 TEXT_PARSERS: dict[str, Callable] = {"digits-ita": digits_ita.parse_caption}
 FORMAT_VERSION = 2
+log = logging.getLogger("muni.evaluation")
 # Training builds larger than a preset's train split: the same recipe and seed with more tuples
 # (real MNIST training digits only; the test split, and so every evaluation, is unchanged).
 # On PolyMNIST-QL's backgrounds the 16-px quick digits are hard to read: from the 20k quick
@@ -240,28 +249,77 @@ def classifier_dir(dataset: MultimodalDataset, cfg: ClassifierConfig) -> Path:
     return cache_dir() / "classifiers" / f"{dataset.name}-{dataset.info.get('preset', 'custom')}-{h}"
 
 
+def _digest(path: Path) -> dict[str, int | str]:
+    data = path.read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
 def save_classifiers(clf: Classifiers, path: Path, cfg: ClassifierConfig) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    for name, net in clf.nets.items():
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path / f"{name}.safetensors"))
-    meta = {"format_version": FORMAT_VERSION, "config": asdict(cfg), "accuracy": clf.accuracy,
-            "content": {k: list(v) for k, v in clf.content.items()},
-            "modalities": {k: m.to_json() for k, m in clf.modalities.items()}, "info": clf.info}
-    tmp = path / "classifiers.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(path / "classifiers.json")  # written last: its presence marks a complete cache
+    """Write the cache entry `path` atomically: a temporary sibling directory, then one rename.
+
+    Raises
+    ------
+    MuniError
+        When the cache directory cannot be written (one line naming it).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    except OSError as e:
+        raise MuniError(f"classifier cache {path.parent}: cannot write there ({e.strerror or e}); "
+                        f"set MUNI_CACHE_DIR to a writable directory") from None
+    try:
+        files = {}
+        for name, net in clf.nets.items():
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+            files[name] = _digest(tmp / f"{name}.safetensors")
+        meta = {"format_version": FORMAT_VERSION, "config": asdict(cfg), "accuracy": clf.accuracy,
+                "content": {k: list(v) for k, v in clf.content.items()}, "files": files,
+                "modalities": {k: m.to_json() for k, m in clf.modalities.items()}, "info": clf.info}
+        (tmp / "classifiers.json").write_text(json.dumps(meta, indent=2))
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise MuniError(f"classifier cache {path}: cannot write it ({e.strerror or e}); set "
+                        f"MUNI_CACHE_DIR to a writable directory") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_problem(path: Path) -> str | None:
+    """Why the cache entry `path` cannot be used (None when every weight file matches its
+    recorded SHA-256 and size and every classifier the manifest lists is present)."""
+    try:
+        meta = json.loads((path / "classifiers.json").read_text())
+        files, content = meta["files"], meta["content"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "missing or unreadable classifiers.json (or one without checksums)"
+    if meta.get("format_version") != FORMAT_VERSION or not isinstance(files, dict):
+        return f"format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
+    for name, factors in content.items():
+        kind = (meta.get("modalities", {}).get(name) or {}).get("kind")
+        if factors and kind != "categorical" and name not in files:
+            return f"no weights recorded for the {name} classifier"
+    for name, want in files.items():
+        file = path / f"{name}.safetensors"
+        if not file.is_file():
+            return f"{file.name} is missing"
+        if _digest(file) != want:
+            return f"{file.name} fails its checksum (truncated or altered)"
+    return None
 
 
 def load_classifiers(path: Path, dataset_name: str) -> Classifiers:
+    """Load a cache entry; call `cache_problem` first (this trusts the files it lists)."""
     meta = json.loads((path / "classifiers.json").read_text())
     cfg = ClassifierConfig(**meta["config"])
     mods = {k: Modality.from_json(v) for k, v in meta["modalities"].items()}
     content = {k: tuple(v) for k, v in meta["content"].items()}
     nets = {}
-    for name, m in mods.items():
-        if (path / f"{name}.safetensors").exists():
-            nets[name] = build_net(m, {f: NUM_CLASSES[f] for f in content[name]}, cfg)
-            nets[name].load_state_dict(load_file(str(path / f"{name}.safetensors")))
+    for name in meta["files"]:
+        nets[name] = build_net(mods[name], {f: NUM_CLASSES[f] for f in content[name]}, cfg)
+        nets[name].load_state_dict(load_file(str(path / f"{name}.safetensors")))
     return Classifiers(mods, content, nets, meta["accuracy"], TEXT_PARSERS.get(dataset_name), meta["info"])
 
 
@@ -282,8 +340,14 @@ def load_or_train_classifiers(dataset_name: str, preset: str = "quick", seed: in
     if more > len(train) and "n_train" not in overrides:  # explicit (test) builds stay as asked
         train = load_dataset(dataset_name, "train", preset, seed, data_dir, **{**overrides, "n_train": more})
     path = classifier_dir(train, cfg)
-    if (path / "classifiers.json").exists():
+    if path.exists() and not path.is_dir():
+        raise MuniError(f"classifier cache {path}: exists and is not a directory; remove it or set "
+                        f"MUNI_CACHE_DIR elsewhere")
+    problem = cache_problem(path) if path.exists() else "not trained"
+    if problem is None:
         return load_classifiers(path, dataset_name)
+    if problem != "not trained":
+        log.warning("classifier cache %s: %s; retraining", path, problem)
     test = load_dataset(dataset_name, "test", preset, seed, data_dir, **overrides)
     t0 = time.perf_counter()
     clf = train_classifiers(train, test, cfg)
