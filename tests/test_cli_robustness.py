@@ -598,6 +598,50 @@ def test_disk_full_while_writing_samples(run_dir, out, monkeypatch, capsys):
     assert not out.exists(), "a half-written sample folder was left behind"
 
 
+def test_disk_full_while_writing_sample_sheets_mid_training(tmp_path, caplog):
+    """Sheets are outputs: training finishes and warns when they cannot be written."""
+    import errno
+
+    import muni.modalities.writers as writers
+    from muni.methods.muni import Muni
+    from muni.training import TrainConfig, train
+    from muni.training.sheets import SampleSheets
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    torch.manual_seed(0)
+    tcfg = TrainConfig(steps=2, batch_size=4, log_every=1, sample_every=1, num_threads=1)
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING", logger="muni.training"):
+        mp.setattr(writers, "sample_sheet", full)
+        res = train(Muni(MODS, tiny_config()), _tiny_dataset(), tcfg, tmp_path / "run",
+                    on_sample=SampleSheets(_tiny_dataset(), n=2), progress=False)
+    assert res.steps_done == 2
+    assert [r.getMessage() for r in caplog.records if "No space left" in r.getMessage()] != []
+
+
+def test_data_show_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import muni.commands.data as data_cmd
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data_cmd, "_load", lambda args, split: _tiny_dataset(4))
+    monkeypatch.setattr(data_cmd, "sample_sheet", full)
+    assert_rejected(["data", "show", "polymnist-quadrant", "--out", str(tmp_path / "o")], capsys,
+                    "--out", "No space left on device")
+
+
+def test_a_cache_directory_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MUNI_CACHE_DIR", str(blocker))
+    assert_rejected(["data", "build", "polymnist-quadrant"], capsys,
+                    "dataset cache", "MUNI_CACHE_DIR")
+
+
 @pytest.mark.parametrize("n", ["0", "-1"])
 def test_data_show_rejects_nonpositive_n(n, tmp_path, monkeypatch, capsys):
     import muni.commands.data as data_cmd

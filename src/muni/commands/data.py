@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from muni.errors import InputError
+from muni.errors import InputError, MuniError
 from muni.data import DATASETS, PRESETS, get_spec, load_dataset
 from muni.modalities.writers import sample_sheet, write_batch
 
@@ -70,9 +70,12 @@ def cmd_show(args) -> int:
     idx = torch.arange(min(args.n, len(ds)))
     batch = ds.batch(idx)
     out = Path(args.out)
-    written = [sample_sheet(batch, ds.modalities, out / f"{args.dataset}-{args.split}-sheet.png")]
-    for name, m in ds.modalities.items():
-        written += write_batch(m, batch[name], out, f"{args.dataset}-{args.split}-{name}")
+    try:
+        written = [sample_sheet(batch, ds.modalities, out / f"{args.dataset}-{args.split}-sheet.png")]
+        for name, m in ds.modalities.items():
+            written += write_batch(m, batch[name], out, f"{args.dataset}-{args.split}-{name}")
+    except OSError as e:  # disk full, unwritable --out
+        raise MuniError(f"--out {str(out)!r}: could not write the sheets: {e.strerror or e}") from None
     print(f"wrote {len(written)} files to {out} (sheet: {written[0].name})")
     return 0
 

@@ -7,7 +7,7 @@ Layout: ``cache_dir()/datasets/<name>-<preset>-seed<seed>-<recipehash>/`` holdin
 A cache entry is built in a temporary sibling directory and moved into place with one
 `os.replace`, so a failed build (missing data, interrupt) never leaves a half-written entry.
 On load the manifest's recipe and the split file's SHA-256 are checked; a stale or corrupted
-entry is logged and rebuilt.
+entry is logged and rebuilt. A cache directory that cannot be written is one `MuniError` line.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from muni.data.sources import sha256_file
+from muni.errors import MuniError
 from muni.paths import cache_dir
 
 log = logging.getLogger("muni.data")
@@ -124,7 +125,12 @@ def load_or_build(name: str, preset: str, seed: int, recipe: dict[str, Any], spl
     if problem is not None:
         if problem != "not built":
             log.warning("dataset cache %s: %s; rebuilding", entry, problem)
-        _write_entry(entry, recipe, seed, build)
+        try:
+            _write_entry(entry, recipe, seed, build)
+        except OSError as e:
+            raise MuniError(f"dataset cache {entry}: cannot build it ({e.strerror or e}"
+                            f"{': ' + str(e.filename) if e.filename else ''}); MUNI_CACHE_DIR must "
+                            f"be a writable directory") from None
         problem = _problem(entry, recipe, split)
         if problem is not None:
             raise RuntimeError(f"dataset cache {entry}: {problem} right after building")

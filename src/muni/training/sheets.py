@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger("muni.training")
 
 
 class SampleSheets:
@@ -12,15 +15,24 @@ class SampleSheets:
 
     Rows of a conditional sheet show the given test sample's modalities beside the generated
     ones; the conditions are the first `n` test samples, so sheets of different runs match.
+    Sheets are an output, not the run: one that cannot be written (disk full, permissions) is
+    a logged warning and training goes on.
     """
 
     def __init__(self, test_set, n: int = 8, seed: int = 0):
         self.test_set, self.n, self.seed = test_set, n, seed
 
     def __call__(self, model, step: int, out_dir, name: str | None = None) -> None:
+        folder = Path(out_dir) / "samples" / (name or f"step-{step:07d}")
+        try:
+            self._draw(model, folder)
+        except OSError as e:
+            log.warning("could not write the sample sheets in %s: %s; training goes on", folder,
+                        e.strerror or e)
+
+    def _draw(self, model, folder: Path) -> None:
         from muni.modalities.writers import sample_sheet
 
-        folder = Path(out_dir) / "samples" / (name or f"step-{step:07d}")
         folder.mkdir(parents=True, exist_ok=True)
         names = list(model.modalities)
         g = torch.Generator().manual_seed(self.seed)
