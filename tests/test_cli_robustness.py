@@ -642,6 +642,79 @@ def test_a_cache_directory_that_is_a_file_is_one_line(tmp_path, monkeypatch, cap
                     "dataset cache", "MUNI_CACHE_DIR")
 
 
+def _wave() -> np.ndarray:
+    return np.sin(np.arange(num_samples(AUDIO_PARAMS)) / 5.0) * 0.5
+
+
+def test_wav_bit_depths_scale_to_the_same_wave(tmp_path):
+    from muni.commands.sample import parse_value
+    from muni.modalities.audio import read_wav
+
+    rate, m = AUDIO_PARAMS["sample_rate"], MODS["mel"]
+    for name, data, tol in (("16.wav", (_wave() * 32767).round().astype(np.int16), 1e-4),
+                            ("8.wav", (_wave() * 128 + 128).round().clip(0, 255).astype(np.uint8), 1 / 128)):
+        wavfile.write(tmp_path / name, rate, data)
+        got_rate, wave = read_wav((tmp_path / name).read_bytes())
+        assert got_rate == rate and np.abs(wave - _wave()).max() <= tol, name
+    # 8-bit silence is 128: it must read as silence, not as a constant offset
+    wavfile.write(tmp_path / "silent8.wav", rate, np.full(num_samples(AUDIO_PARAMS), 128, np.uint8))
+    wavfile.write(tmp_path / "silent.wav", rate, np.zeros(num_samples(AUDIO_PARAMS), np.float32))
+    assert torch.equal(parse_value(m, str(tmp_path / "silent8.wav")), parse_value(m, str(tmp_path / "silent.wav")))
+
+
+@pytest.mark.parametrize("cut", [30, 44 + 200])
+def test_a_truncated_wav_is_an_error_naming_the_file(cut, tmp_path, monkeypatch):
+    from muni.commands.sample import parse_value
+    from muni.data.sources import load_fsdd
+    from muni.errors import DataIntegrityError
+
+    rec = tmp_path / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    for d in range(10):
+        wavfile.write(rec / f"{d}_x_0.wav", 8000, (_wave() * 32767).astype(np.int16))
+    bad = rec / "3_x_0.wav"
+    bad.write_bytes(bad.read_bytes()[:cut])
+    with pytest.raises(DataIntegrityError, match=r"3_x_0\.wav: not a readable WAV file"):
+        load_fsdd("test", tmp_path)
+    with pytest.raises(InputError, match=r"mel=.*3_x_0\.wav.*not a readable WAV file"):
+        parse_value(MODS["mel"], str(bad))
+
+
+def test_a_16_bit_png_is_scaled_by_its_own_range(tmp_path):
+    from muni.commands.sample import parse_value
+
+    Image.fromarray(np.full((16, 16), 32768, np.uint16)).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    x = parse_value(MODS["img"], str(tmp_path / "grey16.png"))
+    assert x.shape == (1, 16, 16) and torch.allclose(x, torch.full_like(x, 0.5), atol=1e-4)
+
+
+def test_n_is_bounded_and_drawn_in_batches(run_dir, out, monkeypatch, capsys):
+    import muni.commands.sample as sample_cmd
+
+    assert_rejected(["sample", str(run_dir), "--unconditional", "--n", str(sample_cmd.MAX_N + 1), "--out",
+                     str(out)], capsys, "--n", str(sample_cmd.MAX_N), out_dir=out)
+    monkeypatch.setattr(sample_cmd, "SAMPLE_BATCH", 2)
+    monkeypatch.setattr(sample_cmd, "SHEET_ROWS", 3)
+    sizes = []
+    real = sample_cmd.generate_batches
+
+    def spy(model, *a, **k):
+        gen = model.generate
+        model.generate = lambda given, targets, n=None, **kw: (
+            sizes.append(n if n else len(next(iter(given.values())))) or gen(given, targets, n=n, **kw))
+        try:
+            return real(model, *a, **k)
+        finally:
+            del model.generate
+
+    monkeypatch.setattr(sample_cmd, "generate_batches", spy)
+    code, _, err = run_cli(["sample", str(run_dir), "--given", "digit=1", "--targets", "digit", "cap",
+                            "--n", "5", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert sizes == [2, 2, 1] and len((out / "digit.txt").read_text().splitlines()) == 5
+
+
 @pytest.mark.parametrize("n", ["0", "-1"])
 def test_data_show_rejects_nonpositive_n(n, tmp_path, monkeypatch, capsys):
     import muni.commands.data as data_cmd

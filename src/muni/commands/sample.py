@@ -5,8 +5,12 @@
     muni sample RUN_OR_CKPT --given digit=7 --sample guidance=6 prior_nfe=16 --out DIR
 
 Given values by modality kind: categorical by index or class name, image by PNG path (its size
-must match the modality), text by a string, audio by a WAV path (its sample rate must match).
-Every bad argument is one clear error (exit 2); nothing is written before all inputs parse.
+must match the modality; 8- or 16-bit), text by a string, audio by a WAV path (its sample rate
+must match; 8-, 16-, 32-bit or float). Every bad argument is one clear error (exit 2); nothing
+is written before all inputs parse.
+
+``--n`` is at most `MAX_N`; the samples are drawn in batches of `SAMPLE_BATCH` with a progress
+bar, every sample is written, and ``sheet.png`` shows the first `SHEET_ROWS`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ import torch
 
 from muni.errors import InputError, MuniError
 from muni.modalities.base import Modality
+
+MAX_N = 4096          # samples per command: memory and output size grow with --n
+SAMPLE_BATCH = 256    # samples per `generate` call
+SHEET_ROWS = 64       # rows of sheet.png
 
 
 def add_parser(subparsers) -> None:
@@ -75,34 +83,35 @@ def parse_value(m: Modality, value: str) -> torch.Tensor:
 
         try:
             img = Image.open(path)
-            img = img.convert("RGB" if m.shape[0] == 3 else "L")
+            img.load()
+            if img.mode.startswith("I"):  # 16-bit greyscale PNG: scale its own range, not 8 bits
+                arr = np.asarray(img, np.float32) / 65535.0
+                arr = np.repeat(arr[None], m.shape[0], 0)
+            else:
+                img = img.convert("RGB" if m.shape[0] == 3 else "L")
+                arr = np.asarray(img, np.float32) / 255.0
+                arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise InputError(f"{m.name}={value!r}: not a readable image ({e})") from None
-        if (img.height, img.width) != tuple(m.shape[1:]):
-            raise InputError(f"{m.name}={value!r}: image is {img.width}x{img.height}, "
+        if tuple(arr.shape[1:]) != tuple(m.shape[1:]):
+            raise InputError(f"{m.name}={value!r}: image is {arr.shape[2]}x{arr.shape[1]}, "
                              f"this model needs {m.shape[2]}x{m.shape[1]}")
-        arr = np.asarray(img, np.float32) / 255.0
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        if not (0 <= arr.min() and arr.max() <= 1):
+            raise InputError(f"{m.name}={value!r}: pixel values outside the image's range")
         return torch.from_numpy(np.ascontiguousarray(arr))
     if m.kind == "audio":
-        from scipy.io import wavfile
-
-        from muni.modalities.audio import fix_length, log_mel, num_samples
+        from muni.modalities.audio import fix_length, log_mel, num_samples, read_wav
 
         try:
-            rate, wave = wavfile.read(path)
-        except Exception as e:  # noqa: BLE001 -- scipy raises ValueError, struct.error, ... on junk
-            raise InputError(f"{m.name}={value!r}: not a readable WAV file ({e})") from None
+            rate, wave = read_wav(path.read_bytes())
+        except (ValueError, OSError) as e:
+            raise InputError(f"{m.name}={value!r}: {e}") from None
         if rate != m.params["sample_rate"]:
             raise InputError(f"{m.name}={value!r}: sample rate {rate} Hz, this model needs "
                              f"{m.params['sample_rate']} Hz")
         if wave.ndim != 1:
             raise InputError(f"{m.name}={value!r}: expected a mono WAV, got {wave.shape[1]} channels")
-        if np.issubdtype(wave.dtype, np.integer):
-            wave = wave.astype(np.float32) / np.iinfo(wave.dtype).max
-        elif not np.issubdtype(wave.dtype, np.floating) or not np.isfinite(wave).all():
-            raise InputError(f"{m.name}={value!r}: WAV samples must be finite numbers")
-        return log_mel(fix_length([wave.astype(np.float32)], num_samples(m.params)), m.params)[0]
+        return log_mel(fix_length([wave], num_samples(m.params)), m.params)[0]
     raise InputError(f"{m.name}: cannot parse a value of kind {m.kind}")
 
 
@@ -123,10 +132,28 @@ def parse_given(items: list[str], modalities: dict[str, Modality], n: int) -> di
 
 def check_options(args) -> None:
     """Refuse out-of-range numeric options before anything is loaded or written."""
-    if args.n < 1:
-        raise InputError(f"--n must be >= 1, got {args.n}")
+    if not 1 <= args.n <= MAX_N:
+        raise InputError(f"--n must be in 1..{MAX_N}, got {args.n} (run the command again with "
+                         f"another --seed for more samples)")
     if not -2 ** 63 <= args.seed < 2 ** 64:
         raise InputError(f"--seed must be in [-2**63, 2**64), got {args.seed}")
+
+
+def generate_batches(model, given: dict[str, torch.Tensor], targets: list[str], n: int,
+                     generator: torch.Generator, options: dict) -> dict[str, torch.Tensor]:
+    """``model.generate`` for `n` samples in batches of at most `SAMPLE_BATCH` (a progress bar
+    when there is more than one); `given` holds `n` rows, or nothing (unconditional)."""
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=n, desc="sample", unit="sample", disable=n <= SAMPLE_BATCH) as bar:
+        for start in range(0, n, SAMPLE_BATCH):
+            k = min(SAMPLE_BATCH, n - start)
+            rows = {name: x[start:start + k] for name, x in given.items()}
+            parts.append(model.generate(rows, targets, n=None if given else k, generator=generator,
+                                        **options))
+            bar.update(k)
+    return {t: torch.cat([p[t] for p in parts]) for t in parts[0]}
 
 
 def cmd_sample(args) -> int:
@@ -147,11 +174,12 @@ def cmd_sample(args) -> int:
         if t not in mods:
             raise InputError(f"--targets: unknown modality {t!r}; this model has: {', '.join(mods)}")
     g = torch.Generator().manual_seed(args.seed)
-    out = model.generate(given, targets, n=None if given else args.n, generator=g, **options)
+    out = generate_batches(model, given, targets, args.n, g, options)
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        files = [sample_sheet({**given, **out}, mods, folder / "sheet.png")]
+        files = [sample_sheet({k: v[:SHEET_ROWS] for k, v in {**given, **out}.items()}, mods,
+                              folder / "sheet.png")]
         for name, x in out.items():
             files += write_batch(mods[name], x, folder, name)
         (folder / "sample.json").write_text(json.dumps({

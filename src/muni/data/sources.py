@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io.wavfile
 
 from muni.errors import DataIntegrityError, DataMissingError, InputError
+from muni.modalities.audio import read_wav
 from muni.paths import DATA_ENV, data_dir as default_data_dir
 
 OFFLINE_ENV = "MUNI_OFFLINE"
@@ -251,16 +251,14 @@ def load_fsdd(split: str, data_dir: str | os.PathLike | None = None) -> FsddSpli
         raw = (directory / n).read_bytes()
         h.update(n.encode() + raw)
         try:
-            rate, x = scipy.io.wavfile.read(io.BytesIO(raw))
+            rate, x = read_wav(raw)
         except ValueError as e:
-            raise DataIntegrityError(f"{directory / n} is not a readable WAV file ({e})")
+            raise DataIntegrityError(f"{directory / n}: {e}") from None
         if rate != FSDD_SAMPLE_RATE:
             raise DataIntegrityError(f"{directory / n}: sample rate {rate}, expected {FSDD_SAMPLE_RATE}")
         if x.ndim > 1:
             x = x.mean(axis=1)
-        if np.issubdtype(x.dtype, np.integer):
-            x = x / float(np.iinfo(x.dtype).max)
-        waves.append(x.astype(np.float32))
+        waves.append(x)
     digits = np.array([int(m[1]) for _, m in keep], np.int64)
     if set(digits.tolist()) != set(range(10)):
         raise DataIntegrityError(f"{directory}: the {split} split lacks recordings of digits "

@@ -12,6 +12,7 @@ conv encoder and the flow / mean decoders of `muni.modalities.image`.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,38 @@ AUDIO_PARAMS: dict[str, Any] = {
     "sample_rate": 8000, "n_fft": 256, "hop_length": 128, "n_mels": 32, "frames": 64,
     "fmin": 0.0, "fmax": 4000.0, "log_eps": 1e-5, "log_lo": -5.0, "log_hi": 2.0,
 }
+
+
+def read_wav(data: bytes) -> tuple[int, np.ndarray]:
+    """Decode a WAV file's bytes: ``(sample rate, float32 samples in [-1, 1])``, channels last.
+
+    Integer PCM is scaled to [-1, 1]: 8-bit WAVs are unsigned around 128 (``(x - 128) / 128``);
+    16/32-bit (and 24-bit, which scipy left-aligns in int32) are signed (``x / max``, the
+    scaling every dataset build has used). Float samples pass through.
+
+    Raises
+    ------
+    ValueError
+        A file that is not a WAV, is cut short (header or data), or holds non-finite samples.
+    """
+    import struct
+    import warnings
+
+    import scipy.io.wavfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", scipy.io.wavfile.WavFileWarning)  # e.g. data cut short
+            rate, x = scipy.io.wavfile.read(io.BytesIO(data))
+    except (ValueError, struct.error, EOFError, scipy.io.wavfile.WavFileWarning) as e:
+        raise ValueError(f"not a readable WAV file ({e})") from None
+    if x.dtype == np.uint8:
+        x = (x.astype(np.float32) - 128.0) / 128.0
+    elif np.issubdtype(x.dtype, np.signedinteger):
+        x = x / float(np.iinfo(x.dtype).max)
+    elif not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+        raise ValueError("WAV samples must be finite numbers")
+    return int(rate), x.astype(np.float32)
 
 
 def num_samples(params: dict[str, Any]) -> int:
