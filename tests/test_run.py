@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -99,3 +100,29 @@ def test_resume_refuses_a_setting_that_cannot_change_and_keeps_run_json(tmp_path
     ck = load_checkpoint(tmp_path / "run")
     assert ck.info["changes"] == [{"step": 2, "changed": {"weight_decay": [0.0, 0.5]}}]
     assert ck.info["optimizer"]["param_groups"][0]["weight_decay"] == 0.5
+
+
+def test_a_second_process_on_a_locked_run_is_refused_and_a_stale_lock_is_taken(tmp_path, capsys, monkeypatch):
+    import subprocess
+    import sys
+
+    import muni.run
+
+    monkeypatch.setattr(muni.run, "load_dataset", lambda *a, **k: pytest.fail("loaded data despite the lock"))
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from muni.run import run_lock\n"
+        f"with run_lock(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", "--out", str(out), "--set", "train.steps=1"]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another muni process (pid {holder.pid})" in err and len(err.splitlines()) == 1
+        assert not (out / "run.json").exists()
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays behind, the lock does not
+        holder.wait()
+    assert (out / ".lock").read_text().strip() == str(holder.pid)
+    with muni.run.run_lock(out):
+        assert (out / ".lock").read_text().strip() == str(os.getpid())

@@ -11,6 +11,7 @@ the one its settings resolve to now.
 Run directory::
 
     out/
+      .lock               held by the one process training here (`run_lock`)
       run.json            the RunSpec (written before the first step)
       summary.json        steps reached, throughput, wall time, peak memory, final losses
       latest, ckpt-<step>/, log.csv, samples/   (`muni.training`)
@@ -18,7 +19,9 @@ Run directory::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import time
@@ -31,13 +34,13 @@ import torch
 
 from muni.config import apply_overrides, config_hash, from_dict, to_dict
 from muni.data import dataset_modalities, load_dataset
-from muni.errors import CheckpointError, ConfigError, InputError
+from muni.errors import CheckpointError, ConfigError, InputError, MuniError
 from muni.registry import PRESETS, build_model, method_spec, model_config
 from muni.training import TrainConfig, distributed as dist, train
 from muni.training.loop import FIXED
 from muni.training.checkpoint import write_json_atomic
 
-RUN_FILE, SUMMARY_FILE = "run.json", "summary.json"
+RUN_FILE, SUMMARY_FILE, LOCK_FILE = "run.json", "summary.json", ".lock"
 BUDGET_STEP_CAP = 10 ** 7  # train.steps under a bench's wall-clock budget (never reached)
 
 
@@ -182,18 +185,55 @@ def _flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold the run directory `out` for this process; a second process is refused with one line.
+
+    An advisory ``flock`` on ``out/.lock``, which records the holder's pid for the message. The
+    kernel releases it when the holder exits however it dies (SIGKILL included), so a lock file
+    left by a killed process is stale by construction and the next run takes it.
+
+    Raises
+    ------
+    MuniError
+        When another process holds `out`.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise MuniError(f"{out} is in use by another muni process (pid {holder}); wait for it to "
+                            f"finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def run_training(spec: RunSpec, out: str | os.PathLike, *, resume: bool = False,
                  data_dir: str | os.PathLike | None = None, progress: bool = True,
                  log=print) -> dict[str, Any] | None:
     """Train `spec` into the run directory `out`: ``run.json``, checkpoints, ``log.csv``,
-    sample sheets, ``summary.json``. Works under ``torchrun`` (rank 0 writes).
+    sample sheets, ``summary.json``. Works under ``torchrun`` (rank 0 writes, and holds the
+    run's lock: a second process training into `out` is refused, `run_lock`).
 
     Returns the summary (rank 0; None on the other ranks).
     """
+    out = Path(out)
+    writer = os.environ.get("RANK", "0") == "0"  # the rank that will write (before dist.setup)
+    with run_lock(out) if writer else contextlib.nullcontext():
+        return _run_training(spec, out, resume, data_dir, progress, log)
+
+
+def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.PathLike | None,
+                  progress: bool, log) -> dict[str, Any] | None:
     from muni.training.resources import process_peak_rss_mib, reset_peak_rss, train_peak_rss_mib
     from muni.training.sheets import SampleSheets
 
-    out = Path(out)
     if resume and (out / RUN_FILE).is_file():
         spec.check_resumable(RunSpec.load(out))  # before run.json is replaced
     device = dist.setup()
