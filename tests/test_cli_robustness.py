@@ -493,10 +493,24 @@ def _rename_modality(info: dict, old: str, new: str) -> None:
 @pytest.mark.parametrize("name", ["/tmp/muni-escape-{}", "../escape-{}", "digit/../../escape-{}"])
 def test_crafted_modality_names_write_nothing_outside_out(name, run_dir, tmp_path, capsys):
     """A re-signed checkpoint whose modality name is a path: refused, nothing written anywhere."""
+    import hashlib
+    import re
+
+    import safetensors.torch
+
     crafted, out = tmp_path / "crafted", tmp_path / "box" / "out"
     shutil.copytree(run_dir, crafted)
     name = name.format(os.getpid())
-    rewrite_info(find_latest(crafted) / "checkpoint.json", lambda info: _rename_modality(info, "digit", name))
+    state = find_latest(crafted) / "state.safetensors"  # weights re-keyed to match, as an attacker would
+    blob = safetensors.torch.save({re.sub(r"\.digit(\.|$)", rf".{name}\1", k): v
+                                   for k, v in safetensors.torch.load(state.read_bytes()).items()})
+    state.write_bytes(blob)
+
+    def craft(info):
+        _rename_modality(info, "digit", name)
+        info["files"]["state.safetensors"] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+
+    rewrite_info(find_latest(crafted) / "checkpoint.json", craft)
     before = set(tmp_path.rglob("*"))
     assert_rejected(["sample", str(crafted), "--unconditional", "--n", "2", "--out", str(out)], capsys,
                     "modality name", "must be a letter")
