@@ -13,7 +13,7 @@ them must not import it back):
 - reference models (oracle, independent, sanity rows): `muni.evaluation.reference.REFERENCE_MODELS`;
 - MUNI's subset aggregators: `muni.methods.aggregation.AGGREGATORS` (a config switch of MUNI);
 - bench suites: `muni.bench.suites.SUITES` (data);
-- CLI commands: `muni.cli.COMMANDS` (a dict of command modules).
+- CLI commands: `COMMANDS` of the command-line module (a dict of command modules).
 """
 
 from __future__ import annotations
