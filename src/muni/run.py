@@ -274,12 +274,22 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
         dist.cleanup()
 
 
+def holds_spec(run: str | os.PathLike, spec: RunSpec) -> bool:
+    """Whether the run directory `run` was trained from `spec` (same hash); False for a missing,
+    unreadable or foreign ``run.json``."""
+    try:
+        return RunSpec.load(run).hash() == spec.hash()
+    except (CheckpointError, InputError):
+        return False
+
+
 def finished_summary(run: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
     """The summary of a finished run in `run` whose spec is `spec` (same hash), else None."""
     run = Path(run)
-    try:
-        same = RunSpec.load(run).hash() == spec.hash()
-        summary = json.loads((run / SUMMARY_FILE).read_text())
-    except (OSError, ValueError, CheckpointError, InputError):
+    if not holds_spec(run, spec):
         return None
-    return summary if same and summary.get("run_hash") == spec.hash() else None
+    try:
+        summary = json.loads((run / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("run_hash") == spec.hash() else None

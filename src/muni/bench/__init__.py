@@ -21,7 +21,7 @@ from typing import Any
 
 from muni.bench.suites import GUIDANCE_SWEEP, NFE_SWEEP, SUITES, Row, Suite, Sweep, expand
 from muni.errors import ConfigError
-from muni.run import RunSpec, SUMMARY_FILE, finished_summary
+from muni.run import SUMMARY_FILE, RunSpec, finished_summary, holds_spec
 
 __all__ = ["SUITES", "Row", "Suite", "Sweep", "NFE_SWEEP", "GUIDANCE_SWEEP", "expand", "row_spec",
            "train_row", "evaluate_row", "run_bench"]
@@ -47,15 +47,10 @@ def train_row(out: Path, suite: str, name: str, spec: RunSpec, log=print) -> Pat
             log(f"  [{name} s{spec.train.seed}] finished run reused from {other.parent.relative_to(out)}")
             return other.parent
     resume = (run / "latest").exists()
-    if resume:
-        try:
-            same = RunSpec.load(run).hash() == spec.hash()
-        except Exception:  # noqa: BLE001 -- unreadable, foreign or older run: not the same
-            same = False
-        if not same:
-            state = "finished" if (run / SUMMARY_FILE).exists() else "partial"
-            raise ConfigError(f"{run} holds a {state} run of another run spec than these settings give now "
-                              f"(a default changed since?); remove it or use another --out")
+    if resume and not holds_spec(run, spec):
+        state = "finished" if (run / SUMMARY_FILE).exists() else "partial"
+        raise ConfigError(f"{run} holds a {state} run of another run spec than these settings give now "
+                          f"(a default changed since?); remove it or use another --out")
     run.mkdir(parents=True, exist_ok=True)
     spec.save(run / "spec.json")
     cmd = [sys.executable, "-m", "muni", "train", "--spec", str(run / "spec.json"), "--out", str(run),

@@ -171,7 +171,7 @@ class Muni(Method):
         cfg = self.cfg
         b = next(iter(batch.values())).shape[0]
         terms = self.routed_terms(batch, self.sample_subsets(b))
-        rate = terms.pop("rate_floored") if "rate_floored" in terms else terms["rate"]
+        rate = terms.pop("rate_floored", terms["rate"])
         total = rate * cfg.beta + terms["prior"] * cfg.prior_weight
         for name in self.names:
             w = cfg.kind_weights.get(self.modalities[name].kind, 1.0)
