@@ -81,7 +81,7 @@ class HalfRightModel:
         self.dataset, self.modalities = dataset, dataset.modalities
 
     def generate(self, given, targets, n=None, generator=None):
-        b = check_generate_args(self.modalities, given, targets, n)
+        check_generate_args(self.modalities, given, targets, n)
         d = given["digit"]
         shown = torch.where(d < 5, d, (d + 1) % 10)
         idx = torch.stack([torch.nonzero(self.dataset.factors["digit"] == v).flatten()[0] for v in shown])

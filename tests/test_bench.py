@@ -203,3 +203,24 @@ def test_minutes_take_a_default_and_per_suite_budgets():
     for bad, msg in ((["nope=3"], "unknown suite"), (["two"], "not a number"), (["-1"], ">= 0")):
         with pytest.raises(ConfigError, match=msg):
             parse_minutes(bad)
+
+
+def test_rows_restrict_every_suite_and_unknown_rows_are_refused(tmp_path, monkeypatch):
+    import muni.data as data
+    import muni.evaluation.classifiers as classifiers
+
+    with pytest.raises(ConfigError, match="'MUNl'.*rows:"):
+        bench.run_bench(["polymnist-quadrant"], "quick", 1, tmp_path / "x", 1.0, 10, rows=["MUNl"])
+    assert not (tmp_path / "x").exists(), "a refused command wrote something"
+    trained = []
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(classifiers, "load_or_train_classifiers", lambda *a, **k: type("C", (), {"accuracy": {}})())
+    monkeypatch.setattr(bench, "train_row", lambda out, suite, name, spec, log: trained.append((suite, name)))
+    training = {"steps_done": 1, "samples_per_s": 1.0, "train_wall_time_s": 1.0}
+    monkeypatch.setattr(bench, "evaluate_row", lambda *a, **k: {"metrics": {}, "training": training, "parameters": 0,
+                                                                 "sampling": {}, "eval_wall_time_s": 1.0})
+    monkeypatch.setattr(bench, "_sweep_section", lambda *a, **k: ([], {}))
+    report = bench.run_bench(["polymnist-quadrant", "digits-ita"], "quick", 2, tmp_path / "y", 1.0, 10,
+                             rows=["MUNI"], log=lambda s: None)
+    assert trained == [("polymnist-quadrant", "MUNI")] * 2 + [("digits-ita", "MUNI")] * 2
+    assert "--rows MUNI`" in (tmp_path / "y" / "REPORT.md").read_text() and report["rows"] == ["MUNI"]

@@ -11,8 +11,8 @@ from torch import nn
 from muni.errors import ConfigError
 from muni.flow.paths import flow_matching_loss
 from muni.modalities.base import PAD_ID, Modality
-from muni.modalities import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder, TextDecoder,
-                     build_decoder, build_encoder)
+from muni.modalities import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder,
+                             PrivateDecoder, ResidualFlowDecoder, TextDecoder, build_decoder, build_encoder)
 from muni.modalities.interface import to_signed
 
 TINY = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, text_width=16, flow_nfe=4)
@@ -62,7 +62,7 @@ def check_text_layout(x: torch.Tensor) -> None:
 
 def randomise_flow_output(dec: nn.Module) -> None:
     """The flow output conv is zero-initialised; give it weights so gradients and samples move."""
-    if isinstance(dec, FlowDecoder):
+    if isinstance(dec, (FlowDecoder, ResidualFlowDecoder)):
         nn.init.normal_(dec.net.out.weight, std=0.05)
 
 
@@ -76,7 +76,8 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-CASES = [(m, kind) for m in SPATIAL for kind in ("flow", "gaussian")] + [(LABEL, None), (TEXT, None)]
+CASES = ([(m, kind) for m in SPATIAL for kind in ("flow", "gaussian", "private", "residual_flow")]
+         + [(LABEL, None), (TEXT, None)])
 
 
 @pytest.mark.parametrize("modality,decoder", CASES, ids=lambda v: getattr(v, "name", v))
@@ -118,6 +119,62 @@ def test_sampling_is_reproducible(modality: Modality, decoder: str | None) -> No
     draw = lambda seed: dec.sample(z, generator=torch.Generator().manual_seed(seed), nfe=3)  # noqa: E731
     assert torch.equal(draw(7), draw(7))
     assert not torch.equal(draw(7), draw(8))
+
+
+@pytest.mark.parametrize("kind", ["private", "residual_flow"])
+@pytest.mark.parametrize("modality", [SPATIAL[0], SPATIAL[3]], ids=lambda m: m.name)
+def test_expressive_decoders_draw_differently_for_one_z_but_not_at_temperature_zero(kind, modality) -> None:
+    torch.manual_seed(0)
+    dec = build_decoder(modality, dataclasses.replace(TINY, image_decoder=kind, audio_decoder=kind), LATENT)
+    randomise_flow_output(dec)
+    z = torch.randn(1, LATENT).expand(8, -1)  # one latent, eight draws
+    s = dec.sample(z, generator=torch.Generator().manual_seed(0), nfe=3)
+    assert (s[1:] - s[:1]).abs().flatten(1).amax(1).min() > 1e-3, "draws for one z must differ"
+    t0 = dec.sample(z, generator=torch.Generator().manual_seed(0), nfe=3, temperature=0.0)
+    assert torch.allclose(t0, t0[:1].expand_as(t0), atol=1e-6)
+    assert torch.equal(t0, dec.sample(z, generator=torch.Generator().manual_seed(5), nfe=3, temperature=0.0))
+
+
+def test_private_decoder_cross_reconstruction_draws_w_from_the_prior() -> None:
+    """``own=False``: w ~ N(0, I), so the private encoder gets no gradient and no KL is paid;
+    ``own=True``: w ~ q(w | x) and the KL is paid."""
+    torch.manual_seed(0)
+    modality = SPATIAL[0]
+    dec = build_decoder(modality, dataclasses.replace(TINY, image_decoder="private"), LATENT)
+    assert isinstance(dec, PrivateDecoder)
+    x, z = make_batch(modality), torch.randn(B, LATENT)
+    dec.loss(x, z, own=torch.zeros(B, dtype=torch.bool)).sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in dec.encoder.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in dec.decoder.parameters())
+    dec.zero_grad(set_to_none=True)
+    dec.loss(x, z, own=torch.ones(B, dtype=torch.bool)).sum().backward()
+    assert all(p.grad is not None and p.grad.any() for p in dec.encoder.parameters() if p.dim() > 1)
+    # the KL is paid where own: with private_beta = 0 the own loss drops by exactly it
+    torch.manual_seed(1)
+    paid = dec.loss(x, z, own=torch.ones(B, dtype=torch.bool))
+    dec.beta = 0.0
+    torch.manual_seed(1)
+    free = dec.loss(x, z, own=torch.ones(B, dtype=torch.bool))
+    mu, logvar = dec.encoder(x).chunk(2, 1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    assert torch.allclose(paid - free, kl, atol=1e-4)
+
+
+def test_residual_flow_loss_trains_the_flow_on_a_fraction_of_the_batch() -> None:
+    """Rows past ``ceil(flow_fraction * B)`` carry the mean's NLL only; the chosen rows carry it
+    plus their flow term scaled by ``B / k``; the flow term sends z no gradient."""
+    torch.manual_seed(0)
+    modality = SPATIAL[0]
+    dec = build_decoder(modality, dataclasses.replace(TINY, image_decoder="residual_flow", flow_fraction=0.5), LATENT)
+    assert isinstance(dec, ResidualFlowDecoder)
+    randomise_flow_output(dec)
+    x, z = make_batch(modality), torch.randn(B, LATENT, requires_grad=True)
+    loss = dec.loss(x, z)
+    nll = dec.mean_decoder.loss(x, z)
+    assert torch.allclose(loss[B // 2:], nll[B // 2:]) and (loss[:B // 2] > nll[:B // 2]).all()
+    g_all, = torch.autograd.grad(loss.sum(), z)
+    g_nll, = torch.autograd.grad(nll.sum(), z)
+    assert torch.allclose(g_all, g_nll, atol=1e-5)
 
 
 def test_mean_decoder_is_deterministic() -> None:

@@ -226,3 +226,36 @@ def test_sampling_options_reach_generate_and_unknown_ones_are_refused(pq):
                      (["conditional_sampler=magic"], "conditional_sampler"), (["nfe=4"], "'nfe'.*takes: ")):
         with pytest.raises(InputError, match=msg):
             sampling_options(Muni, bad)
+
+
+def test_coherent_diversity_validation_rows():
+    """Oracle about 1; a copy of one sample per class 0 (coherent, no variation); noise 0 (varied,
+    but nothing coherent), while the plain diversity ratio rewards noise."""
+    ds = tiny_polymnist(repeats=5)
+    clf = FakeClassifiers(ds)
+
+    def scores(row):
+        m = frechet.diversity(REFERENCE_MODELS[row](ds), ds, clf, 20, 0, ("digit", "quadrant")).metrics
+        views = [f"view{k}" for k in range(3)]
+        return ([m[f"diversity:{v}"]["value"] for v in views],
+                [m[f"coherent_diversity:{v}"]["value"] for v in views])
+
+    div, coh = scores("oracle")
+    assert all(0.7 < c < 1.3 for c in coh), coh
+    div, coh = scores("prototype")
+    assert div == [0.0, 0.0, 0.0] and coh == [0.0, 0.0, 0.0]
+    div, coh = scores("noise")
+    assert all(d > 1.2 for d in div), div
+    assert all(c < 0.05 for c in coh), coh
+
+
+def test_prototype_is_coherent_and_fixed_per_class(pq):
+    ds, clf = pq
+    ds = tiny_polymnist(repeats=5)
+    proto = REFERENCE_MODELS["prototype"](ds)
+    given = ds.batch(torch.tensor([0, 40, 80]), ["digit", "quadrant"])  # one content, three tuples
+    out = proto.generate(given, ["view0"], generator=torch.Generator().manual_seed(0))["view0"]
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+    assert torch.equal(FakeClassifiers(ds).predict("view0", out)["digit"], given["digit"])
+    uncond = proto.generate({}, ["view0", "digit"], n=200, generator=torch.Generator().manual_seed(0))
+    assert len({tuple(x.flatten().tolist()) for x in uncond["view0"]}) <= 40

@@ -12,7 +12,9 @@ its own) that reads the row's spec file, ``spec.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -86,9 +88,10 @@ def evaluate_row(out: Path, suite: Suite, suite_name: str, name: str, run: Path,
     model = load_model(run)
     options = sampling_options(model, dict(row.sampling))
     log(f"  [{name} s{seed}] evaluating {run.name} (n={n}{''.join(f', {k}={v}' for k, v in options.items())})")
+    t0 = time.time()
     res = run_evaluation(model, suite.dataset, preset, n=n, seed=eval_seed, out_dir=folder, model_name=name,
                          classifiers=cache.get("clf"), test=cache.get("test"), sampling=options or None)
-    res.update(run_hash=summary["run_hash"], sampling_options=dict(row.sampling), training=summary,
+    res.update(eval_wall_time_s=round(time.time() - t0, 1), run_hash=summary["run_hash"], sampling_options=dict(row.sampling), training=summary,
                parameters=sum(p.numel() for p in model.parameters()),
                sampling=sampling_speed(model, n=64, options=suite.speed_options.get(name, ())))
     folder.mkdir(parents=True, exist_ok=True)
@@ -131,12 +134,22 @@ def _sweep_section(name: str, suite: Suite, out: Path, cache: dict, n: int, eval
 
 
 def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minutes: float | dict[str, float], n: int,
-              eval_seed: int = 0, log=print, ablation_seeds: int | None = None) -> dict[str, Any]:
-    """Train, evaluate and tabulate the suites; write ``results.json`` and ``REPORT.md`` in `out`."""
+              eval_seed: int = 0, log=print, ablation_seeds: int | None = None,
+              rows: list[str] | None = None) -> dict[str, Any]:
+    """Train, evaluate and tabulate the suites; write ``results.json`` and ``REPORT.md`` in `out`.
+
+    `rows` restricts every suite to the named rows (each name must be a row of some suite).
+    """
     from muni.data import load_dataset
     from muni.evaluation.classifiers import load_or_train_classifiers
     from muni.evaluation.report import LAYOUTS, accuracy_line, cost_table, machine_info, results_table, versions
 
+    if rows is not None:
+        known = {r for n in suite_names for r in SUITES[n].rows}
+        unknown = [r for r in rows if r not in known]
+        if unknown:
+            raise ConfigError(f"--rows: {', '.join(map(repr, unknown))} is not a row of "
+                              f"{', '.join(suite_names)}; rows: {', '.join(sorted(known))}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     ablation_seeds = seeds if ablation_seeds is None else ablation_seeds
@@ -144,19 +157,25 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
     budget = lambda suite: budgets.get(suite, budgets["*"])  # noqa: E731
     flag = " ".join([f"{budgets['*']:g}"] + [f"{k}={v:g}" for k, v in budgets.items() if k != "*"])
     where = ", ".join(f"{k} {budget(k):g} min" for k in suite_names)
-    report = {"preset": preset, "seeds": seeds, "ablation_seeds": ablation_seeds,
+    report = {"preset": preset, "seeds": seeds, "ablation_seeds": ablation_seeds, "rows": rows,
               "minutes_per_run": {k: budget(k) for k in suite_names},
               "n": n, "eval_seed": eval_seed, "machine": machine_info(), "versions": versions(), "suites": {}}
     md = [f"# muni bench ({preset})\n",
           f"Command: `muni bench --suite {' '.join(suite_names)} --preset {preset} --seeds {seeds} "
           f"{f'--ablation-seeds {ablation_seeds} ' if ablation_seeds != seeds else ''}"
-          f"--minutes {flag} --n {n} --out {out}`  ",
+          f"--minutes {flag} --n {n} --out {out}"
+          f"{' --rows ' + ' '.join(map(shlex.quote, rows)) if rows else ''}`  ",
           f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['platform']}), "
           f"GPU {report['machine']['gpu'] or 'none'}; every method of a suite trained for the same wall-clock "
           f"budget on this machine ({where}); {n} evaluation conditions per task, evaluation seed {eval_seed}. "
           "Cells: mean ± std over training seeds; best per column in bold.\n"]
     for name in suite_names:
         suite = SUITES[name]
+        if rows is not None:
+            suite = dataclasses.replace(suite, rows={k: v for k, v in suite.rows.items() if k in rows})
+            if not suite.rows:
+                log(f"suite {name}: none of --rows is a row of it; skipped")
+                continue
         n_seeds = ablation_seeds if name == "ablation" else seeds
         log(f"suite {name} ({suite.dataset}): {len(suite.rows)} rows x {n_seeds} seeds, {budget(name):g} min per run")
         cache = {"test": load_dataset(suite.dataset, "test", preset),

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n", type=int, default=500, help="evaluation conditions per task")
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--out", default="bench", help="output directory (rerun to resume)")
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                   help="train and report only these rows of each suite (e.g. MUNI); default: all")
     p.set_defaults(func=cmd_bench)
 
 
@@ -46,6 +48,6 @@ def parse_minutes(items: list[str]) -> dict[str, float]:
 
 def cmd_bench(args) -> int:
     report = run_bench(expand(args.suite), args.preset, args.seeds, Path(args.out), parse_minutes(args.minutes), args.n,
-                       args.eval_seed, ablation_seeds=args.ablation_seeds)
+                       args.eval_seed, ablation_seeds=args.ablation_seeds, rows=args.rows)
     print(f"wrote {Path(args.out) / 'REPORT.md'} ({report['wall_time_s'] / 60:.1f} min)")
     return 0

@@ -9,7 +9,12 @@
   the views of one generated tuple over the same for real test tuples (1 = views differ in
   handwriting as much as real ones; 0 = copies).
 - `diversity`: for a fixed condition, the mean pairwise feature distance among several
-  generations, as a ratio to the same among real test samples with the same content.
+  generations, as a ratio to the same among real test samples with the same content; and the
+  **coherent diversity**, the same ratio where a pair only counts when the classifier reads
+  both samples as the requested content (an incoherent pair adds distance 0). Diversity alone
+  rewards noise; coherent diversity does not: noise scores 0 (nothing is coherent), a model
+  that returns one fixed sample per class scores 0 (coherent copies), real data scores about 1
+  (`docs/results/reference.md`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 import torch
 
 from muni.data.base import MultimodalDataset
-from muni.evaluation.coherence import (Metric, TaskResult, bootstrap, condition_indices,
+from muni.evaluation.coherence import (Metric, TaskResult, condition_indices,
                                        generate_batched, task_generator)
 from muni.methods.base import Generative
 
@@ -51,11 +56,26 @@ def features_batched(classifiers, modality: str, x: torch.Tensor, batch_size: in
                       for s in range(0, len(x), batch_size)]).double().numpy()
 
 
-def _mean_pairwise(f: np.ndarray) -> np.ndarray:
-    """Mean pairwise Euclidean distance within each group: (G, R, F) -> (G,)."""
+def _mean_pairwise(f: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Mean pairwise Euclidean distance within each group: (G, R, F) -> (G,).
+
+    With `keep` (G, R) bool, a pair counts its distance only when both members are kept and
+    0 otherwise (the denominator stays ``R (R - 1)``): the coherent diversity's sum.
+    """
     d = np.linalg.norm(f[:, :, None] - f[:, None], axis=-1)  # (G, R, R)
+    if keep is not None:
+        d = d * (keep[:, :, None] & keep[:, None])
     r = f.shape[1]
     return d.sum((1, 2)) / (r * (r - 1))
+
+
+def _coherent(classifiers, modality: str, x: torch.Tensor, content: dict[str, torch.Tensor]) -> np.ndarray:
+    """(N,) bool: the classifier reads every content factor of `modality` in `x` as `content`."""
+    pred = classifiers.predict(modality, x)
+    ok = torch.ones(len(x), dtype=torch.bool)
+    for f in classifiers.content[modality]:
+        ok &= pred[f] == content[f]
+    return ok.numpy()
 
 
 def _cross_view_distance(classifiers, views: list[str], batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -123,7 +143,10 @@ def diversity(model: Generative, dataset: MultimodalDataset, classifiers, n: int
     For each of `n` conditions, the `given` modalities of one test tuple are repeated
     `repeats` times; the mean pairwise feature distance among the generations is divided by
     the same among `repeats` real test samples sharing the target's content factors with the
-    condition (``diversity:<m>``; 1 = as varied as the data, 0 = one fixed output).
+    condition (``diversity:<m>``; 1 = as varied as the data, 0 = one fixed output), and the
+    coherent diversity (``coherent_diversity:<m>``, pairs counted only where both samples are
+    read as the target's content factors of the condition; the real reference is scored the
+    same way, so classifier errors affect both).
     """
     idx = condition_indices(dataset, n, seed)
     cond = {k: v.repeat_interleave(repeats, 0) for k, v in dataset.batch(idx, list(given)).items()}
@@ -139,8 +162,13 @@ def diversity(model: Generative, dataset: MultimodalDataset, classifiers, n: int
         for i in idx.tolist():
             pool = torch.nonzero((keys == keys[i]).all(1)).flatten()
             ref_idx.append(pool[torch.randint(len(pool), (repeats,), generator=g)])
-        fr = features_batched(classifiers, m, dataset.batch(torch.cat(ref_idx), [m])[m]).reshape(n, repeats, -1)
+        xr = dataset.batch(torch.cat(ref_idx), [m])[m]
+        fr = features_batched(classifiers, m, xr).reshape(n, repeats, -1)
         dg, dr = _mean_pairwise(fg), _mean_pairwise(fr)
         metrics[f"diversity:{m}"] = _ratio_interval(dg, dr, seed)
+        want = {f: dataset.factors[f][idx].repeat_interleave(repeats) for f in classifiers.content[m]}
+        cg = _coherent(classifiers, m, out[m], want).reshape(n, repeats)
+        cr = _coherent(classifiers, m, xr, want).reshape(n, repeats)
+        metrics[f"coherent_diversity:{m}"] = _ratio_interval(_mean_pairwise(fg, cg), _mean_pairwise(fr, cr), seed)
     return TaskResult(metrics, {k: v[:repeats * 2] for k, v in cond.items()},
                       {k: v[:repeats * 2] for k, v in out.items()})

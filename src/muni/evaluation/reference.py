@@ -9,7 +9,10 @@ Each satisfies the `Generative` protocol over one split (the test split in repor
   (real, sharp samples whose content no longer matches): must score at chance.
 - ``noise``: uniform-noise images, random tokens, noise spectrograms, uniform labels.
 - ``blank``: constant images, all-padding text, silent spectrograms, uniform labels.
-The last three are the sanity rows: a metric that rewards them is broken.
+- ``prototype``: one fixed real tuple per content (digit and quadrant): as coherent as the
+  oracle, with no variation at all for one condition; diversity and coherent diversity must
+  read it as 0.
+``shuffled``, ``noise`` and ``blank`` are the sanity rows: a metric that rewards them is broken.
 
 The oracle reads the content of a given non-label sample by looking it up in the split (the
 harness only conditions on real test samples); anything else is refused with an `InputError`.
@@ -133,6 +136,22 @@ class Shuffled(Oracle):
         return {t: v[torch.randperm(b, generator=g)] for t, v in out.items()}
 
 
+class Prototype(Oracle):
+    """The oracle with each content's pool cut to its first tuple: one fixed real sample per
+    class, for every condition and unconditionally (a model that copies one training image per
+    class)."""
+
+    def _pool(self, factors: tuple[str, ...]) -> dict[tuple, torch.Tensor]:
+        return {k: v[:1] for k, v in super()._pool(factors).items()}
+
+    def _random_indices(self, b: int, g: torch.Generator) -> torch.Tensor:
+        factors = tuple(sorted({f for fs in self.content.values() for f in fs}))
+        idx = super()._random_indices(b, g)
+        first = self._pool(factors)
+        keys = torch.stack([self.dataset.factors[f][idx] for f in factors], 1).tolist()
+        return torch.stack([first[tuple(k)][0] for k in keys])
+
+
 def _uniform_labels(m, b, g) -> torch.Tensor:
     return torch.randint(int(m.num_classes), (b,), generator=g)
 
@@ -167,5 +186,6 @@ class Blank(_Filled):
 
 
 REFERENCE_MODELS: dict[str, type[ReferenceModel]] = {
-    "oracle": Oracle, "independent": Independent, "shuffled": Shuffled, "noise": Noise, "blank": Blank}
+    "oracle": Oracle, "independent": Independent, "shuffled": Shuffled, "noise": Noise, "blank": Blank,
+    "prototype": Prototype}
 SANITY_ROWS: tuple[str, ...] = ("shuffled", "noise", "blank")

@@ -229,10 +229,12 @@ def _mean_or_na(values: list) -> str:
 
 
 def cost_table(groups: dict[str, list[dict[str, Any]]]) -> str:
-    """Parameters, steps, throughput, wall time, peak memory and sampling speed per row."""
+    """Parameters, steps, throughput, wall time, peak memory, sampling speed and the wall time of
+    one evaluation (``muni eval run``'s tasks, classifiers loaded) per row."""
     lines = ["| method | parameters | steps reached | train samples/s | train wall time (s) "
-             "| peak RSS in training (MiB) | peak RSS of the process (MiB) | sampling samples/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| peak RSS in training (MiB) | peak RSS of the process (MiB) | sampling samples/s "
+             "| evaluation wall time (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row, rs in groups.items():
         tr = [r["training"] for r in rs]
         samp = rs[0]["sampling"]
@@ -241,7 +243,8 @@ def cost_table(groups: dict[str, list[dict[str, Any]]]) -> str:
                      f"| {np.mean([t['train_wall_time_s'] for t in tr]):.0f} "
                      f"| {_mean_or_na([t.get('train_peak_rss_mib') for t in tr])} "
                      f"| {_mean_or_na([t.get('peak_rss_mib') for t in tr])} "
-                     f"| {', '.join(f'{k}: {v}' for k, v in samp.items())} |")
+                     f"| {', '.join(f'{k}: {v}' for k, v in samp.items())} "
+                     f"| {_mean_or_na([r.get('eval_wall_time_s') for r in rs])} |")
     return "\n".join(lines)
 
 
@@ -266,7 +269,7 @@ def extra_table(results: list[dict[str, Any]]) -> str:
     """Per-factor coherence, Fréchet distances and diversity ratios."""
     keys = [k for k in results[0]["metrics"]
             if re.fullmatch(r"uncond_[a-z]+", k) and k != "uncond_coherence"
-            or k.startswith(("frechet:", "diversity:", "cross_view"))]
+            or k.startswith(("frechet:", "diversity:", "coherent_diversity:", "cross_view"))]
     lines = ["| model | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
     for r in results:
         lines.append(f"| {r['model']} | " + " | ".join(fmt(r["metrics"].get(k), 2) for k in keys) + " |")

@@ -205,7 +205,7 @@ class Muni(Method):
             observed = mask[:, i]                                # (B,)
             z_self = self._self_recon_latent(h, mask, i, z, eps)  # Route 2
             z_in = torch.where(observed[:, None], z_self, z)     # (B, d)
-            per = self.decoders[name].loss(batch[name], z_in)    # (B,)
+            per = self.decoders[name].loss(batch[name], z_in, own=observed)  # (B,)
             terms[f"cross/{name}"] = (per * ~observed).sum() / b
             terms[f"self/{name}"] = (per * observed).sum() / b
 

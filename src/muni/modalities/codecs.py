@@ -10,10 +10,17 @@ from __future__ import annotations
 from muni.errors import ConfigError
 from muni.modalities.base import Modality
 from muni.modalities.config import CodecConfig
-from muni.modalities.image import ConvEncoder, FlowDecoder, MeanDecoder
+from muni.modalities.image import (ConvEncoder, FlowDecoder, MeanDecoder, PrivateDecoder,
+                                  ResidualFlowDecoder)
 from muni.modalities.interface import Decoder, Encoder
 from muni.modalities.label import LabelDecoder, LabelEncoder
 from muni.modalities.text import TextDecoder, TextEncoder
+
+
+# Decoders of image and audio (``codec.image_decoder`` / ``codec.audio_decoder``).
+CONTINUOUS = {"gaussian": MeanDecoder, "private": PrivateDecoder, "residual_flow": ResidualFlowDecoder,
+              "flow": FlowDecoder}
+CONTINUOUS_DECODERS = tuple(CONTINUOUS)
 
 
 def _check_spatial(modality: Modality) -> None:
@@ -29,7 +36,7 @@ def _check_text(modality: Modality) -> None:
 
 
 def _check_cfg(cfg: CodecConfig) -> None:
-    for key, allowed in (("image_decoder", ("flow", "gaussian")), ("audio_decoder", ("flow", "gaussian")),
+    for key, allowed in (("image_decoder", CONTINUOUS_DECODERS), ("audio_decoder", CONTINUOUS_DECODERS),
                          ("likelihood", ("laplace", "gaussian")), ("flow_solver", ("euler", "heun"))):
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"codec.{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -52,15 +59,14 @@ def build_encoder(modality: Modality, cfg: CodecConfig) -> Encoder:
 def build_decoder(modality: Modality, cfg: CodecConfig, latent_dim: int) -> Decoder:
     """The decoder of `modality` given latents of size `latent_dim`.
 
-    Image and audio use ``cfg.image_decoder`` / ``cfg.audio_decoder`` ("flow" or "gaussian");
+    Image and audio use ``cfg.image_decoder`` / ``cfg.audio_decoder`` (a key of `CONTINUOUS`);
     text is autoregressive; categorical is a softmax.
     """
     _check_cfg(cfg)
-    continuous = {"flow": FlowDecoder, "gaussian": MeanDecoder}
     if modality.kind == "image":
-        cls = continuous[cfg.image_decoder]
+        cls = CONTINUOUS[cfg.image_decoder]
     elif modality.kind == "audio":
-        cls = continuous[cfg.audio_decoder]
+        cls = CONTINUOUS[cfg.audio_decoder]
     else:
         cls = {"text": TextDecoder, "categorical": LabelDecoder}[modality.kind]
     if modality.kind in ("image", "audio"):

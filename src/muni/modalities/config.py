@@ -13,7 +13,7 @@ from typing import Literal
 
 from muni.config import check_ranges
 
-DecoderKind = Literal["flow", "gaussian"]
+DecoderKind = Literal["gaussian", "private", "residual_flow", "flow"]
 Likelihood = Literal["laplace", "gaussian"]
 ImageLikelihood = Literal["laplace", "gaussian", "bernoulli"]
 Solver = Literal["euler", "heun"]
@@ -31,7 +31,8 @@ class CodecConfig:
     embed_dim: int = 128  # encoder output size h_m
     width: int = 16  # base channels of conv encoders (width, 2w, 4w) and mean decoders (2w, w)
     mlp_width: int = 128  # hidden size of the label MLPs
-    image_decoder: DecoderKind = "flow"  # "flow": conditional flow matching; "gaussian": mean decoder
+    image_decoder: DecoderKind = "flow"  # "gaussian": mean decoder; "private": mean decoder with a private
+    # latent (MMVAE+); "residual_flow": mean decoder plus a flow of its residual; "flow": flow matching
     audio_decoder: DecoderKind = "flow"  # same choice for audio spectrograms
     likelihood: Likelihood = "laplace"  # likelihood of mean decoders, fixed scale below
     likelihood_scale: float = 0.75  # Laplace b / Gaussian sigma of mean decoders, in data units
@@ -41,10 +42,17 @@ class CodecConfig:
     flow_width: int = 16  # flow U-Net channels at H/2 (2 flow_width at H/4)
     flow_nfe: int = 16  # default ODE velocity evaluations when sampling a flow decoder
     flow_solver: Solver = "euler"  # ODE solver of flow decoders (see muni.flow.samplers)
+    flow_fraction: float = 0.25  # share of the batch a residual flow's loss is estimated on (it
+    # trains the velocity net only; see ResidualFlowDecoder)
     text_width: int = 64  # token embedding and GRU hidden size of text codecs
+    private_dim: int = 16  # size of the private latent w of "private" decoders
+    private_beta: float = 1.0  # weight of KL(q(w | x) || N(0, I)) in a "private" decoder's loss
 
     def __post_init__(self) -> None:
         check_ranges("model.codec.", self, [
             *[(n, getattr(self, n) >= 1, ">= 1") for n in ("embed_dim", "width", "mlp_width",
-                                                           "flow_width", "flow_nfe", "text_width")],
+                                                           "flow_width", "flow_nfe", "text_width",
+                                                           "private_dim")],
+            ("private_beta", self.private_beta >= 0, ">= 0"),
+            ("flow_fraction", 0 < self.flow_fraction <= 1, "in (0, 1]"),
             ("likelihood_scale", self.likelihood_scale > 0, "> 0")])

@@ -8,6 +8,10 @@ spectrograms (1, n_mels, frames) in roughly [-1, 1], treated as one-channel imag
   Bernoulli one (the "gaussian" decoder of the ablation; MVAE/MMVAE/MoPoE style).
 - `FlowDecoder`: an expressive stochastic decoder, conditional flow matching
   (Lipman et al. 2023) with a small U-Net velocity ``v(x_t, t, z)`` on the linear path.
+- `PrivateDecoder`: an expressive stochastic decoder, the mean decoder over ``(z, w)`` with a
+  private latent ``w`` per modality and its own encoder and N(0, I) prior (MMVAE+).
+- `ResidualFlowDecoder`: an expressive stochastic decoder, the mean decoder plus a flow of
+  its residual conditioned on the mean.
 
 Every network works on data mapped to [-1, 1] (`to_signed`); H and W must be divisible by 4
 (28 -> 14 -> 7 works).
@@ -15,6 +19,7 @@ Every network works on data mapped to [-1, 1] (`to_signed`); H and W must be div
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -122,7 +127,7 @@ class MeanDecoder(Decoder):
             per = 0.5 * ((x - mu) / s).pow(2) + math.log(s) + 0.5 * math.log(2.0 * math.pi)
         return per.flatten(1).sum(1)
 
-    def loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         if self.likelihood == "bernoulli":  # from the logits: exact and stable where mu saturates
             return F.binary_cross_entropy_with_logits(self._raw(z), x, reduction="none").flatten(1).sum(1)
         return self.nll(x, self.mean(z))
@@ -163,11 +168,13 @@ class VelocityUNet(nn.Module):
     DiT's patch size 2), so no conv runs at full resolution; residual blocks run at H/2
     (``c`` channels) and H/4 (``2c``), with additive skips. The latent enters twice: added to
     the time embedding (FiLM in every block) and, through a linear map, as a feature map at
-    H/4 so that spatial layout is available from the first step. The output conv is
-    zero-initialised, so training starts from ``v = 0``.
+    H/4 so that spatial layout is available from the first step. ``cond_channels`` extra
+    full-resolution maps (`ResidualFlowDecoder`'s mean) enter beside ``x_t`` at the stem. The
+    output conv is zero-initialised, so training starts from ``v = 0``.
     """
 
-    def __init__(self, shape: tuple[int, int, int], latent_dim: int, c: int, time_dim: int = 64) -> None:
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, c: int, time_dim: int = 64,
+                 cond_channels: int = 0) -> None:
         super().__init__()
         c_io, height, width = shape
         emb = 4 * c
@@ -176,7 +183,7 @@ class VelocityUNet(nn.Module):
         self.t_embed = nn.Sequential(nn.Linear(time_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.z_embed = nn.Sequential(nn.Linear(latent_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.z_map = nn.Linear(latent_dim, 2 * c * (height // 4) * (width // 4))
-        self.stem = nn.Conv2d(4 * c_io, c, 3, padding=1)
+        self.stem = nn.Conv2d(4 * (c_io + cond_channels), c, 3, padding=1)
         self.enc = ResBlock(c, c, emb)
         self.down = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
         self.mid = ResBlock(2 * c, 2 * c, emb)
@@ -187,8 +194,11 @@ class VelocityUNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = F.silu(self.t_embed(timestep_embedding(t, self.time_dim)) + self.z_embed(z))  # (B, 4c)
+        if cond is not None:
+            x = torch.cat([x, cond], 1)  # (B, C + cond_channels, H, W)
         h1 = self.stem(F.pixel_unshuffle(x, 2))  # (B, c, H/2, W/2)
         h1 = self.enc(h1, emb)  # (B, c, H/2, W/2)
         h2 = self.down(h1) + self.z_map(z).view(z.shape[0], *self.grid)  # (B, 2c, H/4, W/4)
@@ -216,7 +226,7 @@ class FlowDecoder(Decoder):
         self.nfe = cfg.flow_nfe
         self.solver = cfg.flow_solver
 
-    def loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         x1 = to_signed(x, self.modality.kind)  # (B, C, H, W) in [-1, 1]
         per = flow_matching_loss(self.net, x1, reduce=False, z=z)  # (B,) mean over dims
         return per * x1[0].numel()  # (B,) sum over dims
@@ -229,3 +239,95 @@ class FlowDecoder(Decoder):
         x1 = integrate(lambda x, t: self.net(x, t, z), x0, nfe or self.nfe, self.solver)
         lo, hi = SAMPLE_CLAMP[self.modality.kind]
         return from_signed(x1, self.modality.kind).clamp(lo, hi)
+
+
+class PrivateDecoder(Decoder):
+    """A mean decoder over ``(z, w)`` with a per-modality private latent ``w`` (MMVAE+, Palumbo
+    et al. 2023, inside MUNI's objective): private detail (the writer, stroke width, the
+    background crop, the speaker) is carried by ``w`` and drawn from its prior at sampling.
+
+    ``w`` has its own small conv encoder ``q(w | x)`` (half the shared encoder's width) and the
+    prior N(0, I). ``loss(x, z, own)`` is, where `own` (a self-reconstruction): the negative ELBO
+    ``NLL(x | z, w) + private_beta * KL(q(w | x) || N(0, I))`` with ``w ~ q(w | x)``; elsewhere
+    (a cross-reconstruction, x not seen by the encoders of z): ``NLL(x | z, w)`` with
+    ``w ~ N(0, I)``, as MMVAE+ does, so the content must come from ``z``. The private encoder
+    is not the shared encoder: under route 2 (``z`` detached for self-reconstruction) this term
+    sends the shared encoder of the modality no gradient. ``sample`` decodes the mean at
+    ``w ~ temperature * N(0, I)`` (temperature 0: ``w = 0``, deterministic).
+    """
+
+    def __init__(self, modality: Modality, cfg: CodecConfig, latent_dim: int) -> None:
+        super().__init__(modality, latent_dim)
+        self.private_dim = cfg.private_dim
+        self.beta = cfg.private_beta
+        self.encoder = ConvEncoder(modality, dataclasses.replace(cfg, embed_dim=2 * cfg.private_dim,
+                                                                 width=max(4, cfg.width // 2)))
+        self.decoder = MeanDecoder(modality, cfg, latent_dim + cfg.private_dim)
+
+    def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        own = torch.ones(b, dtype=torch.bool, device=x.device) if own is None else own
+        mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, dw) each
+        logvar = logvar.clamp(-10.0, 10.0)
+        w_post = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        w = torch.where(own[:, None], w_post, torch.randn_like(mu))  # (B, dw)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,)
+        return self.decoder.loss(x, torch.cat([z, w], 1)) + self.beta * kl * own
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean at the prior's mode ``w = 0``, (B, C, H, W)."""
+        return self.decoder.mean(torch.cat([z, z.new_zeros(z.shape[0], self.private_dim)], 1))
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, *, generator: torch.Generator | None = None,
+               temperature: float = 1.0, nfe: int | None = None) -> torch.Tensor:
+        w = temperature * torch.randn((z.shape[0], self.private_dim), generator=generator,
+                                      device=z.device, dtype=z.dtype)  # (B, dw)
+        return self.decoder.sample(torch.cat([z, w], 1))
+
+
+class ResidualFlowDecoder(Decoder):
+    """A mean decoder plus a flow-matching decoder of its residual.
+
+    The mean ``mu(z)`` is trained by its fixed-scale NLL exactly as `MeanDecoder` (this part alone
+    shapes ``z``). A conditional flow (`VelocityUNet`, conditioned on ``z`` and on the mean as
+    extra input channels, both detached) learns the residual ``r = x - mu`` in signed units; its
+    loss, summed over dimensions as in `FlowDecoder`, trains the velocity net only, so it is
+    estimated on a fraction ``cfg.flow_fraction`` of the batch (scaled up to stay unbiased:
+    the per-sample loss of the chosen rows carries ``B / k`` times their flow term). The mean
+    gives the layout from the first step, so the flow only has to learn what varies around it.
+    ``sample`` is ``mu + r`` with ``r`` integrated from ``temperature * N(0, I)`` (``nfe`` steps);
+    at temperature 0 it is one deterministic residual.
+    """
+
+    def __init__(self, modality: Modality, cfg: CodecConfig, latent_dim: int) -> None:
+        super().__init__(modality, latent_dim)
+        c = modality.shape[0]
+        self.mean_decoder = MeanDecoder(modality, cfg, latent_dim)
+        self.net = VelocityUNet(modality.shape, latent_dim, cfg.flow_width, cond_channels=c)
+        self.flow_fraction = cfg.flow_fraction
+        self.nfe = cfg.flow_nfe
+        self.solver = cfg.flow_solver
+
+    def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        kind = self.modality.kind
+        nll = self.mean_decoder.loss(x, z)  # (B,)
+        # The flow term trains the velocity net only, so an unbiased estimate from the first
+        # k rows (a random subset: batches are drawn at random) costs a fraction of the batch.
+        k = max(1, math.ceil(self.flow_fraction * x.shape[0]))
+        with torch.no_grad():
+            mu = to_signed(self.mean_decoder.mean(z[:k]), kind)  # (k, C, H, W)
+        r = to_signed(x[:k], kind) - mu
+        flow = flow_matching_loss(self.net, r, reduce=False, z=z[:k].detach(), cond=mu)  # (k,)
+        flow = F.pad(flow * (r[0].numel() * x.shape[0] / k), (0, x.shape[0] - k))  # (B,)
+        return nll + flow
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, *, generator: torch.Generator | None = None,
+               temperature: float = 1.0, nfe: int | None = None) -> torch.Tensor:
+        kind = self.modality.kind
+        mu = to_signed(self.mean_decoder.mean(z), kind)  # (B, C, H, W)
+        r0 = temperature * torch.randn(mu.shape, generator=generator, device=z.device, dtype=z.dtype)
+        r = integrate(lambda x, t: self.net(x, t, z, cond=mu), r0, nfe or self.nfe, self.solver)
+        lo, hi = SAMPLE_CLAMP[kind]
+        return from_signed(mu + r, kind).clamp(lo, hi)

@@ -59,7 +59,7 @@ class Decoder(nn.Module):
         self.modality = modality
         self.latent_dim = latent_dim
 
-    def loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample loss summed over dimensions (nats for likelihood decoders).
 
         Parameters
@@ -68,6 +68,11 @@ class Decoder(nn.Module):
             Targets in model format, (B, ...).
         z : Tensor
             Latents, (B, latent_dim).
+        own : Tensor, optional
+            (B,) bool: True where `x` was observed by the encoders that made `z` (a
+            self-reconstruction), False where it was not (a cross-reconstruction). Only decoders
+            with a private latent read it (`muni.modalities.image.PrivateDecoder`: posterior
+            private latent where own, prior draw elsewhere); None means all own.
 
         Returns
         -------
@@ -88,7 +93,8 @@ class Decoder(nn.Module):
             Source of all randomness, for reproducible samples.
         temperature : float
             Softmax temperature of discrete decoders (0 = argmax); scale of the initial noise
-            of flow decoders; ignored by mean decoders.
+            of flow decoders and of the private latent's prior draw (0 = deterministic);
+            ignored by mean decoders.
         nfe : int, optional
             Velocity evaluations of flow decoders (default ``cfg.flow_nfe``); ignored otherwise.
 

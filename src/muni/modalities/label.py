@@ -70,7 +70,7 @@ class LabelDecoder(Decoder):
         """(B, K) class logits."""
         return self.net(z)
 
-    def loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         return F.cross_entropy(self.logits(z), x.long(), reduction="none")  # (B,)
 
     @torch.no_grad()

@@ -117,7 +117,7 @@ class TextDecoder(Decoder):
         out, h = self.gru(inp, h)  # (B, T, d), (1, B, d)
         return self.head(out), h  # (B, T, V), (1, B, d)
 
-    def loss(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         x = x.long()
         h0 = torch.tanh(self.z_init(z))[None]  # (1, B, d)
         logits, _ = self._step(x[:, :-1], self.z_input(z), h0)  # (B, L-1, V)
