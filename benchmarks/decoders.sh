@@ -22,7 +22,7 @@ for fam in "${FAMILIES[@]}"; do
     --seed "$SEED" --out "$run" --no-progress \
     --set "model.codec.image_decoder=$fam" "model.codec.audio_decoder=$fam" ${MUNI_EXTRA_SET:-}
   [ -f "$OUT/eval-$fam/results.json" ] || muni eval run --model "$run" --dataset "$DATASET" \
-    --n 500 --name "MUNI, decoder=$fam" --out "$OUT/eval-$fam"
+    --n 500 --name "MUNI, decoder=$fam${MUNI_EXTRA_SET:+ ($MUNI_EXTRA_SET)}" --out "$OUT/eval-$fam"
   runs+=("$OUT/eval-$fam")
 done
 muni eval compare "${runs[@]}" | tee "$OUT/compare.md"

@@ -65,6 +65,9 @@ _ABLATION = {
     "prior_route=all_subsets": Row("muni", ("model.prior_route=all_subsets",)),
     "prior_route=full_set": Row("muni", ("model.prior_route=full_set",)),
     "decoder=flow": Row("muni", ("model.codec.image_decoder=flow", "model.codec.audio_decoder=flow")),
+    "decoder=private": Row("muni", ("model.codec.image_decoder=private", "model.codec.audio_decoder=private")),
+    "decoder=residual_flow": Row("muni", ("model.codec.image_decoder=residual_flow",
+                                          "model.codec.audio_decoder=residual_flow")),
     "detach_kinds=+categorical": Row("muni", ("model.detach_kinds=image,audio,text,categorical",)),
     "rate_target=flow_prior": Row("muni", ("model.rate_target=flow_prior",)),
     # a sampler option: scored on the default's runs, not retrained
