@@ -126,3 +126,14 @@ def test_a_second_process_on_a_locked_run_is_refused_and_a_stale_lock_is_taken(t
     assert (out / ".lock").read_text().strip() == str(holder.pid)
     with muni.run.run_lock(out):
         assert (out / ".lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_method_preset_sets_one_method_on_one_dataset_and_user_overrides_win():
+    from muni.registry import METHOD_PRESETS, model_config
+
+    assert METHOD_PRESETS["digits-ita"]["muni"] == ["beta=0.1"]
+    assert model_config("muni", "digits-ita", "quick").beta == 0.1
+    assert model_config("muni", "digits-ita", "paper").beta == 0.1
+    assert model_config("muni", "polymnist-quadrant", "quick").beta == 0.5
+    assert model_config("mopoe", "digits-ita", "quick").beta == 2.5, "a baseline took MUNI's preset"
+    assert model_config("muni", "digits-ita", "quick", ["beta=0.3"]).beta == 0.3

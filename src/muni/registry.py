@@ -53,7 +53,8 @@ METHODS: dict[str, MethodSpec] = {
                             "MMGen/UniDiffuser-style decoupled joint flow over frozen per-modality latents"),
 }
 
-# Preset -> dataset -> (model overrides shared by every method, training overrides).
+# Preset -> dataset -> (model overrides shared by every method, training overrides) and
+# `METHOD_PRESETS`: dataset -> method -> model overrides of that method alone (every preset).
 # Overrides use the `--set` syntax of the CLI; `codec.*` keys exist in every method's config.
 # Digits-ITA images are white strokes on black (93% of pixels near 0): every method models them
 # with a Bernoulli likelihood there; under the wide Laplace of the PolyMNIST setting they decode
@@ -74,6 +75,16 @@ PRESETS: dict[str, dict[str, dict[str, list[str]]]] = {
 }
 
 
+# MUNI's rate weight on Digits-ITA is 0.1, not the default 0.5. At 0.5 the rate prices the
+# quadrant (about 1.4 nats, paid for only by text<->image prediction) out of the shared latent;
+# at 0.1 it returns, and every Digits-ITA column rises (docs/results/ita-probes.md, sections 1
+# and 3). PolyMNIST-QL keeps 0.5: there 0.1 raises coherence but lowers the within-condition
+# diversity from 0.16-0.23 to 0.10-0.15 (2 seeds, `benchmarks/pq_beta.sh`), against issue 15's aim.
+METHOD_PRESETS: dict[str, dict[str, list[str]]] = {
+    "digits-ita": {"muni": ["beta=0.1"]},
+}
+
+
 def method_spec(name: str) -> MethodSpec:
     try:
         return METHODS[name]
@@ -91,6 +102,7 @@ def model_config(method: str, dataset: str, preset: str, overrides: list[str] = 
                           f"known: {', '.join(PRESETS[preset])}")
     cfg = spec.config()
     cfg = apply_overrides(cfg, [o for o in PRESETS[preset][dataset]["model"] if _has_key(cfg, o)])
+    cfg = apply_overrides(cfg, METHOD_PRESETS.get(dataset, {}).get(method, []))
     return apply_overrides(cfg, list(overrides))
 
 
