@@ -146,6 +146,22 @@ def test_expressive_decoder_learns_private_detail_and_draws_it():
     assert spreads["gaussian"] < 0.1 * spreads["residual_flow"], spreads
 
 
+@pytest.mark.parametrize("kw", [{}, {"image_decoder": "private"}, {"image_decoder": "residual_flow"},
+                                {"rate_target": "flow_prior"}, {"aggregation": "poe"},
+                                {"self_recon": "attached", "prior_route": "full_set"}], ids=str)
+def test_every_parameter_is_in_every_steps_graph(kw):
+    """MUNI declares ``may_skip_parameters = False``, so DDP runs without
+    ``find_unused_parameters``: each loss must reach every parameter, whatever the subsets."""
+    assert Muni.may_skip_parameters is False
+    m = model(**kw)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        m.zero_grad(set_to_none=True)
+        m.loss(tiny_batch(seed=seed))["loss"].backward()
+        missing = [n for n, p in m.named_parameters() if p.grad is None]
+        assert not missing, missing
+
+
 def test_free_nats_make_the_rate_below_the_floor_free():
     """Free bits: per-dimension batch KL under free_nats / d gives the encoders no gradient; the
     logged rate stays the true KL; with the floor at 0 the rate is the loss term itself."""

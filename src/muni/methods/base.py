@@ -128,6 +128,11 @@ class Method(nn.Module):
 
     method: ClassVar[str] = ""
     Sampling: ClassVar[type] = NoSampling
+    # Whether a training step may leave a parameter out of the loss's graph (a stage's frozen
+    # part, an expert skipped by a sub-sampled ELBO). DDP then needs `find_unused_parameters`,
+    # which costs one autograd-graph traversal per step; a method whose every step touches every
+    # parameter declares False (`muni.training.distributed.wrap`).
+    may_skip_parameters: ClassVar[bool] = True
 
     def stages(self) -> tuple[Stage, ...]:
         """The training stages, in order (one stage, ``train``, unless a method declares more)."""

@@ -103,6 +103,7 @@ class Muni(Method):
 
     method = "muni"
     Sampling = MuniSampling
+    may_skip_parameters = False  # every step runs every encoder, decoder, the aggregator and the prior
 
     def __init__(self, modalities: dict[str, Modality], cfg: MuniConfig):
         super().__init__()

@@ -90,18 +90,19 @@ def wrap(model: nn.Module) -> nn.Module:
     """``LossModule(model)``, inside DDP when the world has several ranks.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from
-    the same weights. ``find_unused_parameters=True`` because a method need not touch every
-    parameter every step (a decoder of a modality dropped this step, a parameter used only by
-    ``generate``); without it DDP would wait forever for their gradients. It costs one graph
-    traversal per step.
+    the same weights. ``find_unused_parameters`` is on unless the method declares
+    ``may_skip_parameters = False`` (`muni.methods.base.Method`): a method that need not touch
+    every parameter every step (a frozen stage, a parameter used only by ``generate``) would
+    otherwise make DDP wait forever for their gradients; the search costs one graph traversal
+    per step, so a method that always touches everything skips it.
     """
     module = LossModule(model)
     if world().size == 1:
         return module
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids,
-                                               find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=ids, find_unused_parameters=getattr(model, "may_skip_parameters", True))
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
