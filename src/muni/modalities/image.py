@@ -112,7 +112,10 @@ class MeanDecoder(Decoder):
 
     def mean(self, z: torch.Tensor) -> torch.Tensor:
         """The mean ``mu(z)`` in model format, (B, C, H, W)."""
-        h = self._raw(z)
+        return self.mean_from_raw(self._raw(z))
+
+    def mean_from_raw(self, h: torch.Tensor) -> torch.Tensor:
+        """The mean from the network output `_raw` (the image sigmoid, or unchanged)."""
         return torch.sigmoid(h) if self.modality.kind == "image" else h
 
     def nll(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -128,9 +131,13 @@ class MeanDecoder(Decoder):
         return per.flatten(1).sum(1)
 
     def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        return self.loss_from_raw(x, self._raw(z))
+
+    def loss_from_raw(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """`loss` from the network output `_raw`, (B,)."""
         if self.likelihood == "bernoulli":  # from the logits: exact and stable where mu saturates
-            return F.binary_cross_entropy_with_logits(self._raw(z), x, reduction="none").flatten(1).sum(1)
-        return self.nll(x, self.mean(z))
+            return F.binary_cross_entropy_with_logits(h, x, reduction="none").flatten(1).sum(1)
+        return self.nll(x, self.mean_from_raw(h))
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, *, generator: torch.Generator | None = None,
@@ -311,12 +318,12 @@ class ResidualFlowDecoder(Decoder):
 
     def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         kind = self.modality.kind
-        nll = self.mean_decoder.loss(x, z)  # (B,)
+        raw = self.mean_decoder._raw(z)  # (B, C, H, W), one pass for the NLL and the flow's condition
+        nll = self.mean_decoder.loss_from_raw(x, raw)  # (B,)
         # The flow term trains the velocity net only, so an unbiased estimate from the first
         # k rows (a random subset: batches are drawn at random) costs a fraction of the batch.
         k = max(1, math.ceil(self.flow_fraction * x.shape[0]))
-        with torch.no_grad():
-            mu = to_signed(self.mean_decoder.mean(z[:k]), kind)  # (k, C, H, W)
+        mu = to_signed(self.mean_decoder.mean_from_raw(raw[:k].detach()), kind)  # (k, C, H, W)
         r = to_signed(x[:k], kind) - mu
         flow = flow_matching_loss(self.net, r, reduce=False, z=z[:k].detach(), cond=mu)  # (k,)
         flow = F.pad(flow * (r[0].numel() * x.shape[0] / k), (0, x.shape[0] - k))  # (B,)
