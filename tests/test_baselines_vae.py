@@ -107,12 +107,15 @@ def test_experts_soft_clamp_logvar_and_mask_absent():
     assert logvar[0].max() <= 8.0 and logvar[0].min() > 7.9  # squashed into [-8, 8]
 
 
-def test_loss_needs_every_modality_and_configs_are_validated():
+def test_bad_presence_masks_and_configs_are_validated():
     model = build("mopoe")
     batch = make_batch()
-    del batch["cap"]
-    with pytest.raises(InputError, match="cap"):
-        model.loss(batch)
+    with pytest.raises(InputError, match="capt"):
+        model.loss(batch, present={"capt": torch.ones(B, dtype=torch.bool)})
+    with pytest.raises(InputError, match="shape"):
+        model.loss(batch, present={"cap": torch.ones(B + 1, dtype=torch.bool)})
+    with pytest.raises(InputError, match="no modality"):
+        model.loss({"cap": batch["cap"]}, present={"cap": torch.arange(B) > 0})
     with pytest.raises(ConfigError, match="objective"):
         build("mmvae", objective="iwae")
 

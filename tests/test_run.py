@@ -22,12 +22,23 @@ def test_resolve_applies_preset_then_overrides_then_budget():
     assert (spec.model.beta, spec.train.steps, spec.train.seed, spec.train.minutes) == (1.0, 7, 3, 2.0)
     assert spec.train.batch_size == 128  # the quick preset's
     assert RunSpec.resolve("mopoe", "digits-ita").model.codec.image_likelihood == "bernoulli"
-    for bad, msg in ((["beta=1"], "must start with 'model.' or 'train.'"), (["model.betaa=1"], "betaa"),
-                     (["train.steps=0"], "train.steps must be >= 1")):
+    for bad, msg in ((["beta=1"], "must start with 'model.', 'train.' or 'data.'"), (["model.betaa=1"], "betaa"),
+                     (["train.steps=0"], "train.steps must be >= 1"),
+                     (["data.incomplete=1.5"], r"data.incomplete must be in \[0, 1\]")):
         with pytest.raises(ConfigError, match=msg):
             RunSpec.resolve("muni", overrides=bad)
     with pytest.raises(ConfigError, match="--minutes"):
         RunSpec.resolve("muni", minutes=-1)
+
+
+def test_the_data_config_is_part_of_a_spec_only_when_set():
+    plain = RunSpec.resolve("muni")
+    assert "data_config" not in plain.to_dict()  # runs from before data.* keep their hash
+    partial = RunSpec.resolve("muni", overrides=["data.incomplete=0.5"])
+    assert partial.data.incomplete == 0.5 and partial.hash() != plain.hash()
+    assert RunSpec.from_dict(partial.to_dict()) == partial
+    with pytest.raises(ConfigError, match=re.escape("data.incomplete (0.5 -> 0.0)")):
+        plain.check_resumable(partial)
 
 
 def test_spec_files_round_trip_and_refuse_foreign_ones(tmp_path):
@@ -137,3 +148,19 @@ def test_a_method_preset_sets_one_method_on_one_dataset_and_user_overrides_win()
     assert model_config("muni", "polymnist-quadrant", "quick").beta == 0.5
     assert model_config("mopoe", "digits-ita", "quick").beta == 2.5, "a baseline took MUNI's preset"
     assert model_config("muni", "digits-ita", "quick", ["beta=0.3"]).beta == 0.3
+
+
+def test_resume_with_only_out_continues_the_run_its_run_json_describes(tmp_path, tiny_polymnist, monkeypatch):
+    import muni.run
+
+    monkeypatch.setattr(muni.run, "load_dataset", lambda name, split, *a, **k: tiny_polymnist[split])
+    out = str(tmp_path / "run")
+    base = [*TINY_MODEL, "model.beta=1.0", "train.steps=2", "train.batch_size=8", "train.sample_every=0",
+            "train.num_threads=1", "data.incomplete=0.5"]
+    assert main(["train", "--out", out, "--no-progress", "--set", *base]) == 0
+    assert main(["train", "--out", out, "--resume", "--no-progress", "--set", "train.steps=3"]) == 0
+    spec = RunSpec.load(out)
+    assert (spec.model.beta, spec.train.steps, spec.data.incomplete) == (1.0, 3, 0.5)
+    assert main(["train", "--out", out, "--resume", "--no-progress", "--set", "model.beta=0.5"]) == 2
+    assert main(["train", "--out", out, "--resume", "--seed", "1", "--no-progress"]) == 2  # defaults again
+    assert RunSpec.load(out) == spec

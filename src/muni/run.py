@@ -32,16 +32,30 @@ from typing import Any
 
 import torch
 
-from muni.config import apply_overrides, config_hash, from_dict, to_dict
+from muni.config import apply_overrides, check_ranges, config_hash, from_dict, to_dict
 from muni.data import dataset_modalities, load_dataset
+from muni.data.base import make_incomplete
 from muni.errors import CheckpointError, ConfigError, InputError, MuniError
-from muni.registry import PRESETS, build_model, method_spec, model_config
+from muni.registry import build_model, method_spec, model_config, run_preset
 from muni.training import TrainConfig, distributed as dist, train
 from muni.training.loop import FIXED
 from muni.training.checkpoint import write_json_atomic
 
 RUN_FILE, SUMMARY_FILE, LOCK_FILE = "run.json", "summary.json", ".lock"
 BUDGET_STEP_CAP = 10 ** 7  # train.steps under a bench's wall-clock budget (never reached)
+
+
+@dataclass
+class DataConfig:
+    """How a run uses its dataset (``--set data.<field>=v``). Omitted from a spec's dict (and
+    so from its hash) while at its defaults: runs from before it keep their identity."""
+
+    incomplete: float = 0.0                  # share of the training tuples made incomplete: each
+    # keeps a uniformly drawn non-empty proper subset of its modalities (`muni.data.base.
+    # make_incomplete`, seeded by the data seed); the test split stays complete
+
+    def __post_init__(self) -> None:
+        check_ranges("data.", self, [("incomplete", 0 <= self.incomplete <= 1, "in [0, 1]")])
 
 
 @dataclass
@@ -54,38 +68,43 @@ class RunSpec:
     model: Any                               # the method's config dataclass, resolved
     train: TrainConfig                       # optimisation, seed, budget (train.minutes)
     data_seed: int = 0                       # seed of the dataset build
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)  # how the dataset is used
 
     # ------------------------------------------------------------------ building
     @classmethod
     def resolve(cls, method: str = "muni", dataset: str = "polymnist-quadrant", preset: str = "quick",
                 seed: int = 0, overrides: list[str] | tuple[str, ...] = (), *, data_seed: int = 0,
                 minutes: float | None = None) -> RunSpec:
-        """Presets first, then ``--set`` overrides (``model.<field>=v`` / ``train.<field>=v``),
-        then the wall-clock budget. A bad item is a `ConfigError` naming it."""
+        """Presets first, then ``--set`` overrides (``model.<field>=v`` / ``train.<field>=v`` /
+        ``data.<field>=v``), then the wall-clock budget. A bad item is a `ConfigError` naming it."""
         mcfg = model_config(method, dataset, preset)
-        tcfg = apply_overrides(TrainConfig(seed=seed), PRESETS[preset][dataset]["train"])
+        tcfg = apply_overrides(TrainConfig(seed=seed), run_preset(preset, dataset)["train"])
+        if not 0 <= data_seed < 2 ** 63:
+            raise ConfigError(f"--data-seed must be in 0..2**63-1, got {data_seed}")
+        return cls(method, dataset, preset, mcfg, tcfg, data_seed).updated(overrides, minutes)
+
+    def updated(self, overrides: list[str] | tuple[str, ...] = (), minutes: float | None = None) -> RunSpec:
+        """This spec with ``--set`` overrides and a wall-clock budget applied on top."""
+        parts = {"model": self.model, "train": self.train, "data": self.data}
         for item in overrides:
             key = item.split("=", 1)[0]
             prefix, _, rest = item.partition(".")
-            if prefix not in ("model", "train") or not rest:
-                raise ConfigError(f"--set key {key!r} must start with 'model.' or 'train.' "
-                                  f"(e.g. model.beta=1.0, train.steps=500)")
+            if prefix not in parts or not rest:
+                raise ConfigError(f"--set key {key!r} must start with 'model.', 'train.' or 'data.' "
+                                  f"(e.g. model.beta=1.0, train.steps=500, data.incomplete=0.5)")
             try:
-                if prefix == "model":
-                    mcfg = apply_overrides(mcfg, [rest])
-                else:
-                    tcfg = apply_overrides(tcfg, [rest])
+                parts[prefix] = apply_overrides(parts[prefix], [rest])
             except ConfigError as e:
                 raise ConfigError(f"--set {item!r}: {e}") from None
+        tcfg = parts["train"]
         if minutes is not None:
             if not minutes >= 0:
                 raise ConfigError(f"--minutes must be >= 0, got {minutes}")
             tcfg = dataclasses.replace(tcfg, minutes=float(minutes))
         tcfg.check()
-        for flag, v in (("--seed (train.seed)", tcfg.seed), ("--data-seed", data_seed)):
-            if not 0 <= v < 2 ** 63:  # torch / numpy seeds
-                raise ConfigError(f"{flag} must be in 0..2**63-1, got {v}")
-        return cls(method, dataset, preset, mcfg, tcfg, data_seed)
+        if not 0 <= tcfg.seed < 2 ** 63:  # torch / numpy seeds
+            raise ConfigError(f"--seed (train.seed) must be in 0..2**63-1, got {tcfg.seed}")
+        return dataclasses.replace(self, model=parts["model"], train=tcfg, data=parts["data"])
 
     def budgeted(self, minutes: float) -> RunSpec:
         """This run under a wall-clock budget alone: the preset's step cap is lifted, so fast
@@ -117,9 +136,12 @@ class RunSpec:
 
     # ------------------------------------------------------------------ identity and io
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "dataset": self.dataset, "preset": self.preset,
-                "data_seed": self.data_seed, "model_config": to_dict(self.model),
-                "train_config": to_dict(self.train)}
+        out = {"method": self.method, "dataset": self.dataset, "preset": self.preset,
+               "data_seed": self.data_seed, "model_config": to_dict(self.model),
+               "train_config": to_dict(self.train)}
+        if self.data != DataConfig():
+            out["data_config"] = to_dict(self.data)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "run spec") -> RunSpec:
@@ -128,7 +150,8 @@ class RunSpec:
             method = d["method"]
             return cls(method, d["dataset"], d["preset"],
                        from_dict(method_spec(method).config, d["model_config"]),
-                       from_dict(TrainConfig, d["train_config"]), int(d.get("data_seed", 0)))
+                       from_dict(TrainConfig, d["train_config"]), int(d.get("data_seed", 0)),
+                       from_dict(DataConfig, d.get("data_config") or {}))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{where}: not a muni run spec (bad or missing {e})") from None
         except ConfigError as e:
@@ -158,10 +181,11 @@ class RunSpec:
 
     def check_resumable(self, old: RunSpec) -> None:
         """Refuse to continue run `old` as this spec when a setting that cannot change mid-run
-        differs: method, dataset, preset, data seed, any model field, train.batch_size or
-        train.seed. The other train fields may change; the checkpoints record the change."""
+        differs: method, dataset, preset, data seed, any data or model field, train.batch_size
+        or train.seed. The other train fields may change; the checkpoints record the change."""
         mine, theirs = self.to_dict(), old.to_dict()
         fixed = [(k, theirs[k], mine[k]) for k in ("method", "dataset", "preset", "data_seed")]
+        fixed += [(f"data.{k}", v, getattr(self.data, k)) for k, v in to_dict(old.data).items()]
         if mine["method"] == theirs["method"]:
             a, b = _flat(theirs["model_config"], "model."), _flat(mine["model_config"], "model.")
             fixed += [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))]
@@ -238,7 +262,8 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
         spec.check_resumable(RunSpec.load(out))  # before run.json is replaced
     device = dist.setup()
     try:
-        train_set = load_dataset(spec.dataset, "train", spec.preset, spec.data_seed, data_dir)
+        train_set = make_incomplete(load_dataset(spec.dataset, "train", spec.preset, spec.data_seed, data_dir),
+                                    spec.data.incomplete, spec.data_seed)
         test_set = load_dataset(spec.dataset, "test", spec.preset, spec.data_seed, data_dir)
         load_peak = process_peak_rss_mib()
         can_reset = reset_peak_rss()  # the dataset build/load peaks above training: count training alone

@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from muni.data import DATASETS, PRESETS, load_dataset
+from muni.commands.data import DATASET_HELP, dataset_arg
+from muni.data import PRESETS, load_dataset
 from muni.errors import InputError
 from muni.evaluation.reference import REFERENCE_MODELS
 
@@ -84,14 +85,14 @@ def add_parser(subparsers) -> None:
         q.add_argument("--data-dir", default=None, help="raw data directory (default $MUNI_DATA_DIR)")
 
     c = sub.add_parser("classifiers", help="train (or load) the evaluation classifiers; print accuracies")
-    c.add_argument("dataset", choices=list(DATASETS))
+    c.add_argument("dataset", type=dataset_arg, help=DATASET_HELP)
     common(c)
     c.set_defaults(func=_classifiers)
 
     r = sub.add_parser("run", help="run every benchmark task; write results.json, tables, sheets")
     r.add_argument("--model", required=True,
                    help=f"checkpoint path or a reference model: {', '.join(REFERENCE_MODELS)}")
-    r.add_argument("--dataset", required=True, choices=list(DATASETS))
+    r.add_argument("--dataset", required=True, type=dataset_arg, help=DATASET_HELP)
     r.add_argument("--n", type=int, default=500, help="conditions per task (default 500)")
     r.add_argument("--matrix-n", type=int, default=None, help="conditions per cell of the matrix")
     r.add_argument("--seed", type=int, default=0, help="evaluation seed: fixes the conditions")

@@ -16,26 +16,31 @@ import os
 from pathlib import Path
 
 from muni.config import to_dict
-from muni.data import DATASETS, PRESETS as DATA_PRESETS
+from muni.commands.data import DATASET_HELP, dataset_arg
+from muni.data import PRESETS as DATA_PRESETS
 from muni.errors import ConfigError
 from muni.paths import check_out_dir
 from muni.registry import METHODS
-from muni.run import RunSpec, run_training
+from muni.run import RUN_FILE, RunSpec, run_training
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a method on a dataset")
-    p.add_argument("--method", default="muni", choices=list(METHODS))
-    p.add_argument("--dataset", default="polymnist-quadrant", choices=list(DATASETS))
-    p.add_argument("--preset", default="quick", choices=list(DATA_PRESETS))
-    p.add_argument("--seed", type=int, default=0, help="training seed (init, data order, subsets)")
-    p.add_argument("--data-seed", type=int, default=0, help="dataset recipe seed")
+    p.add_argument("--method", default=None, choices=list(METHODS), help="default: muni")
+    p.add_argument("--dataset", default=None, type=dataset_arg,
+                   help=DATASET_HELP + "; default: polymnist-quadrant")
+    p.add_argument("--preset", default=None, choices=list(DATA_PRESETS), help="default: quick")
+    p.add_argument("--seed", type=int, default=None, help="training seed (init, data order, subsets; default 0)")
+    p.add_argument("--data-seed", type=int, default=None, help="dataset recipe seed (default 0)")
     p.add_argument("--data-dir", default=None, help="raw data directory (default: $MUNI_DATA_DIR)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<method>-<dataset>-<preset>-s<seed>)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops at a step boundary")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint; alone (no --method, "
+                        "--dataset, --preset, --seed, --data-seed), as the run's own run.json says, "
+                        "with --set / --minutes on top")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides: model.<field>=v or train.<field>=v")
+                   help="config overrides: model.<field>=v, train.<field>=v or data.<field>=v")
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="train this run spec (a run.json) instead of --method/--dataset/--preset/--seed/--set")
     p.add_argument("--dry-run", action="store_true", help="print the resolved run spec and exit")
@@ -43,10 +48,22 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
 
+CHOICES = ("method", "dataset", "preset", "seed", "data_seed")
+DEFAULTS = {"method": "muni", "dataset": "polymnist-quadrant", "preset": "quick", "seed": 0, "data_seed": 0}
+
+
 def spec_from_args(args) -> RunSpec:
+    chosen = {k: getattr(args, k) for k in CHOICES if getattr(args, k) is not None}
     if args.spec is None:
-        return RunSpec.resolve(args.method, args.dataset, args.preset, args.seed, args.overrides,
-                               data_seed=args.data_seed, minutes=args.minutes)
+        run_json = Path(args.out) / RUN_FILE if args.out else None
+        if args.resume and not chosen and run_json is not None and run_json.is_file():
+            return RunSpec.load(run_json).updated(args.overrides, args.minutes)
+        c = {**DEFAULTS, **chosen}
+        return RunSpec.resolve(c["method"], c["dataset"], c["preset"], c["seed"], args.overrides,
+                               data_seed=c["data_seed"], minutes=args.minutes)
+    if chosen:
+        raise ConfigError(f"--spec gives the whole run; it cannot be combined with "
+                          f"{', '.join('--' + k.replace('_', '-') for k in chosen)}")
     if args.overrides or args.minutes is not None:
         raise ConfigError("--spec gives the whole run; --set and --minutes cannot change it")
     return RunSpec.load(args.spec)
@@ -59,7 +76,8 @@ def cmd_train(args) -> int:
     if args.dry_run:
         print(json.dumps({"method": spec.method, "dataset": spec.dataset, "preset": spec.preset,
                           "data_seed": spec.data_seed, "out": str(out), "hash": spec.hash(),
-                          "model": to_dict(spec.model), "train": to_dict(spec.train)}, indent=2))
+                          "model": to_dict(spec.model), "train": to_dict(spec.train),
+                          "data": to_dict(spec.data)}, indent=2))
         return 0
     if os.environ.get("RANK", "0") == "0":  # the rank that will write (before dist.setup)
         check_out_dir(out)  # before the data loads and the model builds

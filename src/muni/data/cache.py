@@ -1,7 +1,8 @@
 """On-disk cache of built datasets.
 
 Layout: ``cache_dir()/datasets/<name>-<preset>-seed<seed>-<recipehash>/`` holding one
-``<split>.npz`` per split (arrays ``storage/<modality>`` and ``factors/<factor>``) and
+``<split>.npz`` per split (arrays ``storage/<modality>``, ``factors/<factor>`` and, where some
+samples lack a modality, ``present/<modality>``) and
 ``manifest.json`` (recipe, seed, counts, SHA-256 of every split file, source checksums).
 
 A cache entry is built in a temporary sibling directory and moved into place with one
@@ -18,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,10 +34,12 @@ log = logging.getLogger("muni.data")
 
 @dataclass
 class SplitArrays:
-    """One built split: ``storage`` {modality: (N, ...)} and ``factors`` {factor: (N,) int64}."""
+    """One built split: ``storage`` {modality: (N, ...)}, ``factors`` {factor: (N,) int64} and,
+    for incomplete tuples, ``present`` {modality: (N,) bool} (`muni.data.base`)."""
 
     storage: dict[str, np.ndarray]
     factors: dict[str, np.ndarray]
+    present: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return next(iter(self.storage.values())).shape[0]
@@ -55,14 +58,15 @@ def entry_dir(name: str, preset: str, seed: int, recipe: dict[str, Any]) -> Path
     return cache_dir() / "datasets" / f"{name}-{preset}-seed{seed}-{recipe_hash(recipe)}"
 
 
-def _save_split(arrays: SplitArrays, path: Path) -> None:
+def save_split(arrays: SplitArrays, path: Path) -> None:
     flat = {f"storage/{k}": v for k, v in arrays.storage.items()}
     flat.update({f"factors/{k}": v for k, v in arrays.factors.items()})
+    flat.update({f"present/{k}": v for k, v in arrays.present.items()})
     with open(path, "wb") as f:
         np.savez(f, **flat)
 
 
-def _load_split(path: Path) -> SplitArrays:
+def load_split(path: Path) -> SplitArrays:
     out = SplitArrays({}, {})
     with np.load(path, allow_pickle=False) as z:
         for key in z.files:
@@ -93,7 +97,7 @@ def _write_entry(entry: Path, recipe: dict[str, Any], seed: int, build: Builder)
         splits, sources = build()
         files, counts = {}, {}
         for split, arrays in splits.items():
-            _save_split(arrays, tmp / f"{split}.npz")
+            save_split(arrays, tmp / f"{split}.npz")
             files[split] = sha256_file(tmp / f"{split}.npz")
             counts[split] = len(arrays)
         manifest = {"recipe": recipe, "seed": seed, "counts": counts, "files": files,
@@ -135,4 +139,4 @@ def load_or_build(name: str, preset: str, seed: int, recipe: dict[str, Any], spl
         if problem is not None:
             raise RuntimeError(f"dataset cache {entry}: {problem} right after building")
     manifest = json.loads((entry / "manifest.json").read_text())
-    return _load_split(entry / f"{split}.npz"), manifest, entry
+    return load_split(entry / f"{split}.npz"), manifest, entry

@@ -7,7 +7,10 @@ One net per non-label modality, one head per content factor it carries:
   where the dataset has a deterministic caption parser, `predict` uses it whenever it parses
   and the net otherwise (both accuracies are reported);
 - audio: a CNN on the log-mel spectrogram, digit head.
-A categorical label modality is its own prediction. `features` is the penultimate layer
+A categorical label modality is its own prediction. On an imported dataset (`muni data import`)
+every image, text and audio modality gets a head for every declared label (its ground-truth
+factors), trained on the samples that have the modality and a known label, and
+`MIN_ACCURACY` decides which of them may score coherence (`Classifiers.usable`). `features` is the penultimate layer
 (for Fréchet distances and diversity). Weights are cached as safetensors + JSON (never pickle)
 under ``cache_dir()/classifiers/<dataset>-<preset>-<hash>/``, the hash covering the classifier
 config and the dataset recipe, so a changed recipe retrains them. Like the dataset cache
@@ -45,6 +48,9 @@ from muni.paths import cache_dir
 CONTENT_BY_KIND: dict[str, tuple[str, ...]] = {
     "image": ("digit", "quadrant"), "text": ("digit", "quadrant"), "audio": ("digit",)}
 NUM_CLASSES: dict[str, int] = {"digit": 10, "quadrant": 4}
+# A classifier below this held-out accuracy scores no coherence: its errors would read as the
+# model's (`Classifiers.usable`); the benchmarks' classifiers are at 0.98-1.00.
+MIN_ACCURACY = 0.9
 # Deterministic caption parsers: tokens -> (digit, quadrant) or None.
 TEXT_PARSERS: dict[str, Callable] = {"digits-ita": digits_ita.parse_caption}
 FORMAT_VERSION = 2
@@ -118,15 +124,47 @@ def build_net(m: Modality, heads: dict[str, int], cfg: ClassifierConfig) -> nn.M
     return ImageNet(m.shape, heads, cfg.width, cfg.feature_dim)  # images and log-mel audio
 
 
+def _imported(dataset: MultimodalDataset) -> bool:
+    from muni.data import DATASETS
+
+    return dataset.name not in DATASETS
+
+
 def content_factors(dataset: MultimodalDataset) -> dict[str, tuple[str, ...]]:
-    """Content factors of every modality of `dataset` (a label modality carries itself)."""
+    """Content factors of every modality of `dataset` (a label modality carries itself; on an
+    imported dataset every other modality carries every factor, i.e. every declared label)."""
     out = {}
     for name, m in dataset.modalities.items():
         if m.kind == "categorical":
             out[name] = (name,) if name in dataset.factors else ()
+        elif _imported(dataset):
+            out[name] = tuple(dataset.factors)
         else:
             out[name] = tuple(f for f in CONTENT_BY_KIND[m.kind] if f in dataset.factors)
     return out
+
+
+def factor_classes(train: MultimodalDataset, test: MultimodalDataset) -> dict[str, int]:
+    """Number of classes of every factor: a label modality's own, the benchmarks' (`NUM_CLASSES`),
+    else one more than the largest value in either split."""
+    out = {}
+    for f, v in train.factors.items():
+        m = train.modalities.get(f)
+        if m is not None and m.kind == "categorical":
+            out[f] = int(m.num_classes)
+        elif f in NUM_CLASSES and not _imported(train):
+            out[f] = NUM_CLASSES[f]
+        else:
+            out[f] = int(max(int(v.max()), int(test.factors[f].max()) if f in test.factors else 0)) + 1
+    return out
+
+
+def _rows(dataset: MultimodalDataset, name: str, factors: tuple[str, ...] = ()) -> torch.Tensor:
+    """Indices of the samples that have modality `name` and a known value of any of `factors`."""
+    keep = dataset.present.get(name, torch.ones(len(dataset), dtype=torch.bool)).clone()
+    if factors:
+        keep &= torch.stack([dataset.factors[f] >= 0 for f in factors]).any(0)
+    return keep.nonzero().flatten()
 
 
 class Classifiers:
@@ -146,6 +184,14 @@ class Classifiers:
         self.accuracy, self.parser, self.info = accuracy, parser, info or {}
         for net in nets.values():
             net.eval()
+
+    def usable(self, threshold: float = MIN_ACCURACY) -> tuple["Classifiers", dict[str, float]]:
+        """These classifiers with every (modality, factor) head below `threshold` held-out
+        accuracy taken out of `content`, and those refused: ``{"<modality>:<factor>": acc}``."""
+        refused = {f"{m}:{f}": a for m, acc in self.accuracy.items() for f, a in acc.items()
+                   if f in self.content.get(m, ()) and a < threshold}
+        content = {m: tuple(f for f in fs if f"{m}:{f}" not in refused) for m, fs in self.content.items()}
+        return Classifiers(self.modalities, content, self.nets, self.accuracy, self.parser, self.info), refused
 
     def _check(self, modality: str, x: torch.Tensor) -> None:
         if modality not in self.modalities:
@@ -189,19 +235,21 @@ class Classifiers:
 def _train_one(net: nn.Module, train: MultimodalDataset, name: str, factors: tuple[str, ...],
                cfg: ClassifierConfig) -> None:
     g = torch.Generator().manual_seed(cfg.seed)
-    n = len(train) if cfg.max_train is None else min(cfg.max_train, len(train))
+    rows = _rows(train, name, factors)                     # samples that have it (and a label)
+    n = len(rows) if cfg.max_train is None else min(cfg.max_train, len(rows))
     steps = cfg.epochs * (-(-n // cfg.batch_size))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.15)
     net.train()
     bar = tqdm(total=steps, desc=f"classifier {name}", leave=False)
     for _ in range(cfg.epochs):
-        perm = torch.randperm(len(train), generator=g)[:n]
+        perm = rows[torch.randperm(len(rows), generator=g)[:n]]
         for s in range(0, n, cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
             x = train.batch(idx, [name])[name]
             h = net(x)
-            loss = sum(nn.functional.cross_entropy(net.heads[f](h), train.factors[f][idx]) for f in factors)
+            loss = sum(nn.functional.cross_entropy(net.heads[f](h), train.factors[f][idx], ignore_index=-1)
+                       for f in factors if (train.factors[f][idx] >= 0).any())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -212,10 +260,18 @@ def _train_one(net: nn.Module, train: MultimodalDataset, name: str, factors: tup
 
 
 def _accuracy(clf: Classifiers, test: MultimodalDataset, name: str) -> dict[str, float]:
-    x = test.storage[name]
-    preds = [clf.predict(name, test.batch(slice(s, s + 1000), [name])[name]) for s in range(0, len(x), 1000)]
-    acc = {f: float((torch.cat([p[f] for p in preds]) == test.factors[f]).double().mean())
-           for f in clf.content[name]}
+    """Held-out accuracy per factor, over the test samples that have the modality and the label."""
+    rows = _rows(test, name)
+    x = test.storage[name][rows]
+    preds = [clf.predict(name, test.batch(rows[s:s + 1000], [name])[name]) for s in range(0, len(x), 1000)]
+    acc = {}
+    for f in clf.content[name]:
+        truth = test.factors[f][rows]
+        known = truth >= 0
+        if not known.any():
+            raise MuniError(f"dataset {test.name}: no test sample has both {name!r} and a value of "
+                            f"{f!r}; the classifier cannot be scored")
+        acc[f] = float((torch.cat([p[f] for p in preds])[known] == truth[known]).double().mean())
     if test.modalities[name].kind == "text" and clf.parser is not None:
         parser, clf.parser = clf.parser, None
         acc.update({f"{f}_net": v for f, v in _accuracy(clf, test, name).items()})
@@ -230,13 +286,15 @@ def train_classifiers(train: MultimodalDataset, test: MultimodalDataset,
     """Train one classifier per non-label modality on `train`; score it on `test`."""
     torch.manual_seed(cfg.seed)
     content = content_factors(train)
+    classes = factor_classes(train, test)
     nets = {}
     for name, m in train.modalities.items():
         if m.kind == "categorical" or not content[name]:
             continue
-        nets[name] = build_net(m, {f: NUM_CLASSES[f] for f in content[name]}, cfg)
+        nets[name] = build_net(m, {f: classes[f] for f in content[name]}, cfg)
         _train_one(nets[name], train, name, content[name], cfg)
-    clf = Classifiers(train.modalities, content, nets, {}, TEXT_PARSERS.get(train.name))
+    clf = Classifiers(train.modalities, content, nets, {}, TEXT_PARSERS.get(train.name),
+                      {"classes": classes})
     clf.accuracy = {name: ({f: 1.0 for f in content[name]} if name not in nets else _accuracy(clf, test, name))
                     for name in train.modalities}
     return clf
@@ -274,6 +332,7 @@ def save_classifiers(clf: Classifiers, path: Path, cfg: ClassifierConfig) -> Non
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / f"{name}.safetensors"))
             files[name] = _digest(tmp / f"{name}.safetensors")
         meta = {"format_version": FORMAT_VERSION, "config": asdict(cfg), "accuracy": clf.accuracy,
+                "classes": clf.info.get("classes"),
                 "content": {k: list(v) for k, v in clf.content.items()}, "files": files,
                 "modalities": {k: m.to_json() for k, m in clf.modalities.items()}, "info": clf.info}
         (tmp / "classifiers.json").write_text(json.dumps(meta, indent=2))
@@ -316,9 +375,10 @@ def load_classifiers(path: Path, dataset_name: str) -> Classifiers:
     cfg = ClassifierConfig(**meta["config"])
     mods = {k: Modality.from_json(v) for k, v in meta["modalities"].items()}
     content = {k: tuple(v) for k, v in meta["content"].items()}
+    classes = meta.get("classes") or NUM_CLASSES  # entries from before it name the benchmarks' factors
     nets = {}
     for name in meta["files"]:
-        nets[name] = build_net(mods[name], {f: NUM_CLASSES[f] for f in content[name]}, cfg)
+        nets[name] = build_net(mods[name], {f: classes[f] for f in content[name]}, cfg)
         nets[name].load_state_dict(load_file(str(path / f"{name}.safetensors")))
     return Classifiers(mods, content, nets, meta["accuracy"], TEXT_PARSERS.get(dataset_name), meta["info"])
 
@@ -351,7 +411,7 @@ def load_or_train_classifiers(dataset_name: str, preset: str = "quick", seed: in
     test = load_dataset(dataset_name, "test", preset, seed, data_dir, **overrides)
     t0 = time.perf_counter()
     clf = train_classifiers(train, test, cfg)
-    clf.info = {"dataset": dataset_name, "preset": preset, "seed": seed, "overrides": overrides,
+    clf.info = {**clf.info, "dataset": dataset_name, "preset": preset, "seed": seed, "overrides": overrides,
                 "train_tuples": len(train), "train_seconds": round(time.perf_counter() - t0, 1),
                 "path": str(path)}
     save_classifiers(clf, path, cfg)

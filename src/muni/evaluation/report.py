@@ -15,6 +15,7 @@ conditions of `seed`, and writes under `out_dir`:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import re
@@ -34,11 +35,14 @@ import muni  # noqa: E402
 from muni.data import load_dataset  # noqa: E402
 from muni.data.base import MultimodalDataset  # noqa: E402
 from muni.evaluation import coherence, frechet  # noqa: E402
-from muni.evaluation.classifiers import Classifiers, load_or_train_classifiers  # noqa: E402
+from muni.data.base import complete_tuples  # noqa: E402
+from muni.errors import MuniError  # noqa: E402
+from muni.evaluation.classifiers import MIN_ACCURACY, Classifiers, load_or_train_classifiers  # noqa: E402
 from muni.methods.base import Generative, sampling_options  # noqa: E402
 from muni.modalities import writers  # noqa: E402
 
 SHEET_ROWS = 8
+log = logging.getLogger("muni.evaluation")
 TaskFn = Callable[..., dict[str, coherence.TaskResult]]
 
 
@@ -66,6 +70,31 @@ def _ita_tasks(model, ds, clf, n, seed, batch_size, matrix_n) -> dict[str, coher
             "matrix": coherence.coherence_matrix(model, ds, clf, matrix_n, seed, **kw)}
 
 
+def _imported_tasks(model, ds, clf, n, seed, batch_size, matrix_n) -> dict[str, coherence.TaskResult]:
+    """An imported dataset's tasks: each label modality given alone (when the dataset has label
+    and other modalities), every modality from all the others, unconditional coherence, Fréchet
+    distances, within-condition diversity given the labels, and the cross-modal matrix."""
+    kw = dict(batch_size=batch_size)
+    mods = ds.modalities
+    labels = tuple(m for m, mod in mods.items() if mod.kind == "categorical" and clf.content[m])
+    others = [m for m, mod in mods.items() if mod.kind != "categorical"]
+    out: dict[str, coherence.TaskResult] = {}
+    if others:
+        out.update({f"given_{lab}": coherence.labels_to_modalities(model, ds, clf, n, seed, (lab,), **kw)
+                    for lab in labels})
+    if len(mods) > 1:
+        out.update({f"to_{t}": coherence.many_to_one(model, ds, clf, n, seed, t, **kw) for t in mods})
+    uncond = coherence.unconditional(model, ds, clf, n, seed, **kw)
+    out["unconditional"] = uncond
+    if others:
+        out["quality"] = frechet.sample_quality(model, ds, clf, n, seed, samples=uncond.generated, **kw)
+        if labels:
+            out["diversity"] = frechet.diversity(model, ds, clf, min(n, 100), seed, labels, **kw)
+    if len(mods) > 1:
+        out["matrix"] = coherence.coherence_matrix(model, ds, clf, matrix_n, seed, **kw)
+    return out
+
+
 TASKS: dict[str, TaskFn] = {"polymnist-quadrant": _polymnist_tasks, "digits-ita": _ita_tasks}
 
 # The paper-layout columns of each dataset: (header, metric key).
@@ -86,6 +115,22 @@ LAYOUTS: dict[str, list[tuple[str, str]]] = {
         ("Uncond. A–I digit", "uncond_pair:image-audio:digit"),
         ("Uncond. coherence (all)", "uncond_coherence")],
 }
+
+
+def layout_of(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The main-table columns of a result: the paper layout of a benchmark; for an imported
+    dataset, each label given alone, each modality from the others, unconditional coherence."""
+    if result["dataset"] in LAYOUTS:
+        return LAYOUTS[result["dataset"]]
+    keys = list(result["metrics"])
+    cols = [(f"{k[7:]}→others", k) for k in keys if re.fullmatch(r"single_\w+", k)]
+    for k in keys:
+        if "->" in k and not k.startswith("matrix:") and ":" in k and not k.endswith(":kappa"):
+            given, rest = k.split("->", 1)
+            target, factor = rest.split(":", 1)
+            if factor == "all" or f"{given}->{target}:all" not in result["metrics"]:
+                cols.append((f"(all)→{target}" + ("" if factor == "all" else f" {factor}"), k))
+    return cols + [("Uncond. coherence", "uncond_coherence")]
 
 
 def machine_info() -> dict[str, Any]:
@@ -132,22 +177,31 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
     -------
     The results dict also written to ``results.json``.
     """
-    if dataset_name not in TASKS:
-        raise ValueError(f"no evaluation tasks for dataset {dataset_name!r}; have: {', '.join(TASKS)}")
     if sampling:
         model = WithSampling(model, **sampling)
     t0 = time.perf_counter()
-    test = test or load_dataset(dataset_name, "test", preset, data_seed, data_dir, **overrides)
+    test = complete_tuples(test or load_dataset(dataset_name, "test", preset, data_seed, data_dir, **overrides))
+    if len(test) < 2:
+        raise MuniError(f"dataset {dataset_name}: {len(test)} test samples have every modality and every "
+                        f"label; evaluation conditions on complete tuples and needs more")
     clf = classifiers or load_or_train_classifiers(dataset_name, preset, data_seed, data_dir=data_dir,
                                                    **overrides)
+    clf, refused = clf.usable()
+    for key, acc in refused.items():
+        log.warning("classifier %s: held-out accuracy %.3f < %.2f; it scores no coherence", key, acc, MIN_ACCURACY)
+    if not any(clf.content[m] for m in test.modalities if test.modalities[m].kind != "categorical"):
+        raise MuniError(f"dataset {dataset_name}: no classifier reaches the held-out accuracy "
+                        f"{MIN_ACCURACY} needed to score coherence ({', '.join(f'{k} {v:.3f}' for k, v in refused.items()) or 'no labels declared'}); "
+                        f"declare labels the modalities show, or more training data")
     matrix_n = matrix_n or min(n, 200)
-    tasks = TASKS[dataset_name](model, test, clf, n, seed, batch_size, matrix_n)
+    tasks = TASKS.get(dataset_name, _imported_tasks)(model, test, clf, n, seed, batch_size, matrix_n)
     metrics = {k: v for t in tasks.values() for k, v in t.metrics.items()}
     results = {
         "model": model_name, "dataset": dataset_name, "preset": preset,
         "config": {"n": n, "matrix_n": matrix_n, "seed": seed, "data_seed": data_seed,
                    "batch_size": batch_size, "overrides": overrides, "sampling": sampling or {}},
-        "metrics": metrics, "classifier_accuracy": clf.accuracy,
+        "metrics": metrics, "classifier_accuracy": clf.accuracy, "refused_classifiers": refused,
+        "test_tuples": len(test),
         "dataset_info": {k: test.info.get(k) for k in ("recipe_hash", "checksum", "config")},
         "versions": versions(), "machine": machine_info(),
         "wall_seconds": round(time.perf_counter() - t0, 2),
@@ -220,7 +274,7 @@ def results_table(groups: dict[str, list[dict[str, Any]]] | list[tuple[str, list
 
 def main_table(results: list[dict[str, Any]]) -> str:
     """The paper-layout table: one row per result, then the chance row of the independent model."""
-    return results_table([(r["model"], [r]) for r in results], LAYOUTS[results[0]["dataset"]])
+    return results_table([(r["model"], [r]) for r in results], layout_of(results[0]))
 
 
 def _mean_or_na(values: list) -> str:
@@ -302,7 +356,12 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"n = {c['n']} conditions per task (matrix {c['matrix_n']}), evaluation seed {c['seed']}, "
             f"data seed {c['data_seed']}; {mach['cpu_count']} CPUs, GPU {mach['gpu'] or 'none'}; "
             f"wall time {result['wall_seconds']:.1f} s. Cells: value [95% interval].\n")
-    return "\n\n".join([head, main_table([result]), accuracy_line(result["classifier_accuracy"]),
+    refused = result.get("refused_classifiers") or {}
+    acc = accuracy_line(result["classifier_accuracy"])
+    if refused:
+        acc += (f"\n\nRefused (held-out accuracy below {MIN_ACCURACY}; they score nothing): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in refused.items()))
+    return "\n\n".join([head, main_table([result]), acc,
                         "## Beyond the paper\n\n" + extra_table([result]),
                         "## Cross-modal coherence matrix (mean accuracy over subsets of size k)\n\n"
                         + matrix_table(result),
@@ -321,7 +380,7 @@ def compare_markdown(results: list[dict[str, Any]]) -> str:
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
-    layout = LAYOUTS[result["dataset"]]
+    layout = layout_of(result)
     ms = [result["metrics"].get(k) for _, k in layout]
     fig = Figure(figsize=(1.1 * len(layout) + 2, 4))
     ax = fig.subplots()

@@ -1,7 +1,11 @@
 """The one model API every method (and every reference model) satisfies.
 
-Training: ``loss(batch) -> dict[str, Tensor]`` where ``"loss"`` is the scalar to minimise and
-every other entry is a logged term (detached scalars).
+Training: ``loss(batch, present=None) -> dict[str, Tensor]`` where ``"loss"`` is the scalar to
+minimise and every other entry is a logged term (detached scalars). Incomplete tuples: ``present``
+maps modality names to (B,) bool masks of the samples that have them (a name missing from it is
+present everywhere; a modality missing from ``batch`` is absent everywhere); absent entries of
+``batch`` hold filler that no term may read (`presence`). A method that cannot train on
+incomplete tuples declares ``handles_missing = False`` and the training loop refuses them.
 
 Generation: ``generate(given, targets, n=None, generator=None, **options) -> dict[str, Tensor]``:
 - ``given`` maps observed modality names to batches in model format (all the same size B);
@@ -133,6 +137,9 @@ class Method(nn.Module):
     # which costs one autograd-graph traversal per step; a method whose every step touches every
     # parameter declares False (`muni.training.distributed.wrap`).
     may_skip_parameters: ClassVar[bool] = True
+    # Whether `loss` takes incomplete tuples (``present``); the training loop refuses an
+    # incomplete dataset for a method that declares False.
+    handles_missing: ClassVar[bool] = True
 
     def stages(self) -> tuple[Stage, ...]:
         """The training stages, in order (one stage, ``train``, unless a method declares more)."""
@@ -150,6 +157,38 @@ class Method(nn.Module):
     def frozen_parameter_names(self) -> list[str]:
         """Parameters frozen in the current stage (the EMA copies them exactly)."""
         return []
+
+
+def presence(names: list[str], batch: dict[str, torch.Tensor],
+             present: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
+    """Which sample has which modality: (B, M) bool in `names` order, or None when every sample
+    of `batch` has every modality (the complete-tuple fast path).
+
+    A modality missing from `batch` is absent for every sample; one missing from `present` is
+    present wherever it is in `batch`.
+
+    Raises
+    ------
+    InputError
+        A mask for an unknown modality, of the wrong shape or dtype, or a sample with no
+        modality at all.
+    """
+    b = next(iter(batch.values())).shape[0]
+    present = present or {}
+    check_modality_names(present, dict.fromkeys(names), what="present")
+    for name, m in present.items():
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != (b,):
+            raise InputError(f"present[{name!r}] must be a bool tensor of shape ({b},), got "
+                             f"{getattr(m, 'dtype', type(m).__name__)} {tuple(getattr(m, 'shape', ()))}")
+    if all(n in batch for n in names) and all(bool(m.all()) for m in present.values()):
+        return None
+    ref = next(iter(batch.values()))
+    cols = [present.get(n, torch.ones(b, dtype=torch.bool, device=ref.device)) if n in batch
+            else torch.zeros(b, dtype=torch.bool, device=ref.device) for n in names]
+    mask = torch.stack(cols, 1).to(ref.device)               # (B, M)
+    if not bool(mask.any(1).all()):
+        raise InputError(f"sample {int((~mask.any(1)).nonzero()[0])} of the batch has no modality present")
+    return mask
 
 
 def check_kind_weights(weights: dict[str, float]) -> None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from muni.methods.aggregation import holder_pool, kl_normal, sample_normal
+from muni.methods.base import presence
 from muni.methods.vae import MultimodalVAE, VAEConfig
 
 
@@ -63,18 +64,19 @@ class HELVAE(MultimodalVAE):
         """The Hellinger posterior of each sample's present experts: mu, logvar (B, d)."""
         return holder_pool(mu, logvar, mask, alpha=self.cfg.alpha, prior_expert=self.cfg.prior_expert)
 
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-             ) -> dict[str, torch.Tensor]:
-        """Negative full-set ELBO, averaged over the minibatch.
+    def loss(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Negative full-set ELBO, averaged over the minibatch; for incomplete tuples
+        (`present`), the ELBO of each sample's present modalities, pooled and reconstructed.
 
         Randomness: one ``eps ~ N(0, I)`` of shape (B, d).
         """
-        self.check_full(batch)
-        mu, logvar, mask = self.experts(batch)                     # (M, B, d), (M, B)
+        have = presence(self.names, batch, present)                # (B, M) or None: complete
+        mu, logvar, mask = self.experts(batch, have)               # (M, B, d), (M, B)
         mu_h, logvar_h = self.pool(mu, logvar, mask)               # (B, d) each
         z = sample_normal(mu_h, logvar_h, generator)               # (B, d)
         kl = kl_normal(mu_h, logvar_h)                             # (B,)
-        return self.single_sample_elbo(batch, z, kl)
+        return self.single_sample_elbo(batch, z, kl, have)
 
     def posterior_sample(self, mu, logvar, mask, generator=None):
         return sample_normal(*self.pool(mu, logvar, mask), generator)

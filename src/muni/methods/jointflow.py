@@ -237,6 +237,9 @@ class JointFlow(Method):
 
     method = "jointflow"
     Sampling = JointFlowSampling
+    # The joint flow models the concatenated latents of whole tuples; a tuple that lacks a
+    # modality has no latent there to noise or to condition on, so training refuses such data.
+    handles_missing = False
 
     def __init__(self, modalities: dict[str, Modality], cfg: JointFlowConfig):
         super().__init__()

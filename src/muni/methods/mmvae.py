@@ -37,6 +37,7 @@ import torch
 
 from muni.errors import ConfigError
 from muni.methods.aggregation import log_normal, moe_log_density, moe_sample
+from muni.methods.base import presence
 from muni.methods.vae import MultimodalVAE, VAEConfig
 from muni.modalities.base import Modality
 
@@ -62,15 +63,19 @@ class MMVAE(MultimodalVAE):
             raise ConfigError(f"k must be >= 1, got {cfg.k}")
         super().__init__(modalities, cfg)
 
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-             ) -> dict[str, torch.Tensor]:
+    def loss(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Negative stratified MoE ELBO (or DReG surrogate), averaged over the minibatch.
+
+        Incomplete tuples (`present`): the mixture runs over each sample's present experts, each
+        stratum reconstructs the modalities the sample has, and a sample's strata are averaged.
 
         Randomness: one ``eps ~ N(0, I)`` of shape (M, K, B, d).
         """
         cfg = self.cfg
-        b = self.check_full(batch)
-        mu, logvar, mask = self.experts(batch)                     # (M, B, d), (M, B, d), (M, B)
+        have = presence(self.names, batch, present)                # (B, M) or None: complete
+        b = next(iter(batch.values())).shape[0]
+        mu, logvar, mask = self.experts(batch, have)               # (M, B, d), (M, B, d), (M, B)
         m, d = mu.shape[0], mu.shape[2]
         eps = torch.randn((m, cfg.k, b, d), generator=generator, device=mu.device)
         z = mu[:, None] + (0.5 * logvar[:, None]).exp() * eps      # (M, K, B, d): z_k^i ~ q_k
@@ -78,27 +83,43 @@ class MMVAE(MultimodalVAE):
         # Every stratum decodes every modality.
         terms: dict[str, torch.Tensor] = {}
         nll = torch.zeros(z.shape[:3], device=z.device)            # (M, K, B)
-        for name in self.names:
-            per = self.nll(name, batch[name], z)                   # (M, K, B)
+        for i, name in enumerate(self.names):
+            if have is None:
+                per = self.nll(name, batch[name], z)               # (M, K, B)
+                terms[f"rec/{name}"] = per.mean().detach()
+            elif bool(have[:, i].any()):
+                per = self.masked_nll(name, batch[name], z, have[:, i])
+                terms[f"rec/{name}"] = (per.sum() / (m * cfg.k * have[:, i].sum())).detach()
+            else:
+                continue
             nll = nll + per
-            terms[f"rec/{name}"] = per.mean().detach()
         log_p = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (M, K, B)
         if cfg.objective == "elbo":
             log_q = moe_log_density(z, mu, logvar, mask)           # (M, K, B)
             lw = -nll + cfg.beta * (log_p - log_q)                 # (M, K, B)
-            total = -lw.mean()
+            total = -self._strata_mean(lw, have, mask)
         else:
             log_q = moe_log_density(z, mu.detach(), logvar.detach(), mask)  # stop-grad on q's params
             lw = -nll + cfg.beta * (log_p - log_q)                 # (M, K, B)
             w = torch.softmax(lw.detach(), dim=1)                  # (M, K, B) normalised weights
             if z.requires_grad:
                 z.register_hook(lambda g: w[..., None] * g)
-            total = -(w * lw).sum(1).mean()
-            terms["iwae"] = (torch.logsumexp(lw.detach(), 1) - math.log(cfg.k)).mean()
-        terms["kl"] = (log_q - log_p).mean().detach()
-        terms["elbo"] = lw.mean().detach()
+            total = -self._strata_mean((w * lw).sum(1, keepdim=True), have, mask)
+            terms["iwae"] = self._strata_mean(torch.logsumexp(lw.detach(), 1, keepdim=True)
+                                              - math.log(cfg.k), have, mask)
+        terms["kl"] = self._strata_mean(log_q - log_p, have, mask).detach()
+        terms["elbo"] = self._strata_mean(lw, have, mask).detach()
         terms["loss"] = total
         return terms
+
+    @staticmethod
+    def _strata_mean(x: torch.Tensor, have: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """Mean of per-stratum values `x` (M, K, B): over all of them for complete tuples, else
+        over each sample's present strata (`mask` (M, B)), then over the batch."""
+        if have is None:
+            return x.mean()
+        x = torch.where(mask[:, None], x, torch.zeros_like(x))
+        return (x.sum((0, 1)) / (mask.sum(0) * x.shape[1])).mean()
 
     def posterior_sample(self, mu, logvar, mask, generator=None):
         z = moe_sample(mu, logvar, mask, generator)                # (M, B, d), one per expert

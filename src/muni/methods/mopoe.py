@@ -31,6 +31,7 @@ import torch
 
 from muni.methods.aggregation import (kl_normal, mopoe_sample, mopoe_subset_posteriors, product_of_experts,
                                        sample_normal)
+from muni.methods.base import presence
 from muni.methods.vae import MultimodalVAE, VAEConfig
 
 
@@ -59,18 +60,21 @@ class MoPoE(MultimodalVAE):
 
     method = "mopoe"
 
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-             ) -> dict[str, torch.Tensor]:
-        """Negative generalised multimodal ELBO, averaged over the minibatch.
+    def loss(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Negative generalised multimodal ELBO, averaged over the minibatch. Incomplete tuples
+        (`present`): the mixture runs over the subsets of each sample's present modalities and
+        only those are reconstructed (the ELBO of the observed part, as in MoPoE's own
+        formulation over any observed set X).
 
         Randomness: the subset of each sample, then its ``eps`` (both in `mopoe_sample`).
         """
         cfg = self.cfg
-        self.check_full(batch)
-        mu, logvar, mask = self.experts(batch)                     # (M, B, d), (M, B)
+        have = presence(self.names, batch, present)                # (B, M) or None: complete
+        mu, logvar, mask = self.experts(batch, have)               # (M, B, d), (M, B)
         z, _, _, _ = mopoe_sample(mu, logvar, mask, cfg.prior_expert, generator)  # (B, d)
         kl = mopoe_kl(mu, logvar, mask, cfg.prior_expert)          # (B,)
-        return self.single_sample_elbo(batch, z, kl)
+        return self.single_sample_elbo(batch, z, kl, have)
 
     def posterior_sample(self, mu, logvar, mask, generator=None):
         mu_s, logvar_s = product_of_experts(mu, logvar, mask, prior_expert=self.cfg.prior_expert)  # (B, d)

@@ -34,7 +34,7 @@ from muni.errors import InputError
 from muni.flow.paths import LinearPath
 from muni.flow.prior import FlowPrior
 from muni.methods.aggregation import AGGREGATORS, kl_normal
-from muni.methods.base import Method, check_generate_args, check_kind_weights
+from muni.methods.base import Method, check_generate_args, check_kind_weights, presence
 from muni.modalities.base import KINDS, Modality
 from muni.modalities import CodecConfig, build_decoder, build_encoder
 
@@ -58,6 +58,10 @@ class MuniConfig:
         image_decoder="gaussian", audio_decoder="gaussian"))  # decoders won the quick benchmark (README)
     aggregation: Literal["set", "poe"] = "set"               # route 1: subset posterior q(z | x_S)
     agg_hidden: int = 256                    # hidden width of the set aggregator's MLP
+    logvar_max: float = 10.0                 # soft upper bound of the posterior log-variance,
+                                             # ``b - softplus(b - raw)`` (identity to 1e-4 below b - 9):
+                                             # an outlying input (one loud FSDD recording) once drove it
+                                             # to 328 and the rate to inf (Digits-ITA, seed 1, step 1005)
     self_recon: Literal["target_detached", "full_detach", "attached"] = "full_detach"  # route 2; full_detach
                                              # won the 3-seed ablation on every joint column (README)
     detach_kinds: tuple[str, ...] = ("image", "audio", "text")  # kinds route 2 applies to; labels carry
@@ -87,6 +91,7 @@ class MuniConfig:
         check_ranges("model.", self, [
             *[(n, getattr(self, n) >= 1, ">= 1") for n in ("latent_dim", "agg_hidden", "prior_hidden",
                                                            "prior_depth", "prior_nfe")],
+            ("logvar_max", math.isfinite(self.logvar_max), "a finite number"),
             *[(n, getattr(self, n) >= 0, ">= 0") for n in ("beta", "free_nats", "prior_weight", "guidance",
                                                            "temperature", "prior_temperature")],
             ("cond_drop", 0 <= self.cond_drop < 1, "in [0, 1)"),
@@ -127,7 +132,9 @@ class Muni(Method):
                   detach: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of ``q(z | x_S)``: mask (B, M) marks S per sample; returns mu, logvar (B, d)."""
         full = self._full_h(h, mask.shape[0])
-        return self.aggregator(full, mask, detach)
+        mu, raw = self.aggregator(full, mask, detach)
+        bound = self.cfg.logvar_max
+        return mu, bound - nn.functional.softplus(bound - raw)
 
     def _full_h(self, h: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
         """Fill absent modalities with zeros so the aggregator sees every name (masked out)."""
@@ -135,43 +142,71 @@ class Muni(Method):
         return {n: h[n] if n in h else ref.new_zeros(b, ref.shape[1]) for n in self.names}
 
     # ------------------------------------------------------------------ subsets
-    def sample_subsets(self, b: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_subsets(self, b: int, generator: torch.Generator | None = None,
+                       present: torch.Tensor | None = None) -> torch.Tensor:
         """Observed subsets S per sample, (B, M) bool, never empty.
 
         ``uniform``: uniform over the 2^M - 1 non-empty subsets. ``weighted``: a third
-        singletons, a third leave-one-out sets, a third uniform.
+        singletons, a third leave-one-out sets, a third uniform. With `present` (B, M) (incomplete
+        tuples), the same distributions over each sample's present modalities.
         """
         m = len(self.names)
-        codes = torch.randint(1, 2 ** m, (b,), generator=generator)
-        mask = (codes[:, None] >> torch.arange(m)) & 1 == 1  # (B, M)
+        if present is None:
+            codes = torch.randint(1, 2 ** m, (b,), generator=generator)
+            mask = (codes[:, None] >> torch.arange(m)) & 1 == 1  # (B, M)
+            have = torch.ones(b, m, dtype=torch.bool)
+        else:
+            have = present.cpu()
+            k = have.sum(1)                                      # (B,) present modalities
+            span = (2 ** k - 1).double()
+            codes = (torch.rand(b, generator=generator, dtype=torch.float64) * span).long().clamp_max(
+                span.long() - 1) + 1                             # uniform in [1, 2^k - 1]
+            rank = (have.long().cumsum(1) - 1).clamp_min(0)      # position among the present
+            mask = ((codes[:, None] >> rank) & 1 == 1) & have    # (B, M)
         if self.cfg.subset_sampler == "weighted":
             kind = torch.randint(0, 3, (b,), generator=generator)
-            pick = torch.randint(0, m, (b,), generator=generator)
+            if present is None:
+                pick = torch.randint(0, m, (b,), generator=generator)
+            else:
+                pick = torch.multinomial(have.float(), 1, generator=generator).squeeze(1)
             one = nn.functional.one_hot(pick, m).bool()
+            loo = torch.where((have.sum(1) > 1)[:, None], have & ~one, one)
             mask = torch.where((kind == 0)[:, None], one, mask)
-            mask = torch.where((kind == 1)[:, None], ~one if m > 1 else one, mask)
-        return mask
+            mask = torch.where((kind == 1)[:, None], loo, mask)
+        return mask if present is None else mask.to(present.device)
 
-    def _prior_subsets(self, b: int) -> torch.Tensor:
-        """Subsets whose latents train the prior (route 3), (B, M) bool."""
+    def _prior_subsets(self, b: int, present: torch.Tensor | None = None) -> torch.Tensor:
+        """Subsets whose latents train the prior (route 3), (B, M) bool; within `present`
+        (incomplete tuples), a sample with one modality gives that one."""
         m = len(self.names)
         route = self.cfg.prior_route
+        if present is None:
+            if route == "full_set" or m == 1:
+                return torch.ones(b, m, dtype=torch.bool)
+            if route == "leave_one_out":
+                return ~nn.functional.one_hot(torch.randint(0, m, (b,)), m).bool()
+            return self.sample_subsets(b)  # all_subsets
         if route == "full_set" or m == 1:
-            return torch.ones(b, m, dtype=torch.bool)
+            return present
         if route == "leave_one_out":
-            return ~nn.functional.one_hot(torch.randint(0, m, (b,)), m).bool()
-        return self.sample_subsets(b)  # all_subsets
+            drop = torch.multinomial(present.float(), 1).squeeze(1)
+            loo = present & ~nn.functional.one_hot(drop, m).bool()
+            return torch.where(loo.any(1, keepdim=True), loo, present)
+        return self.sample_subsets(b, present=present)  # all_subsets
 
     # ------------------------------------------------------------------ objective
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The routed objective for one minibatch (all modalities observed in `batch`).
+    def loss(self, batch: dict[str, torch.Tensor],
+             present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The routed objective for one minibatch.
 
-        Draws the observed subsets S, computes `routed_terms` and sums them with the kind
-        weights. Returns ``{"loss": scalar, <term>: detached scalar, ...}``.
+        Draws the observed subsets S (within each sample's modalities, for incomplete tuples
+        marked by `present`; see `muni.methods.base`), computes `routed_terms` and sums them
+        with the kind weights. Returns ``{"loss": scalar, <term>: detached scalar, ...}``.
         """
         cfg = self.cfg
+        have = presence(self.names, batch, present)              # (B, M) or None: complete
         b = next(iter(batch.values())).shape[0]
-        terms = self.routed_terms(batch, self.sample_subsets(b))
+        terms = self.routed_terms(batch, self.sample_subsets(b, present=have), have)
         rate = terms.pop("rate_floored", terms["rate"])
         total = rate * cfg.beta + terms["prior"] * cfg.prior_weight
         for name in self.names:
@@ -181,12 +216,16 @@ class Muni(Method):
         out["loss"] = total
         return out
 
-    def routed_terms(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def routed_terms(self, batch: dict[str, torch.Tensor], mask: torch.Tensor,
+                     present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Every term of the objective, unweighted and attached to the graph.
 
         Args:
-            batch: all modalities, ``{m: (B, ...)}``.
-            mask: observed subsets S, (B, M) bool.
+            batch: the modalities, ``{m: (B, ...)}``.
+            mask: observed subsets S, (B, M) bool (within `present`).
+            present: (B, M) bool, which samples have which modality (None: all). Absent
+                entries enter no term; a modality absent from the whole batch runs neither its
+                encoder nor its decoder, so the loss is that of the batch without it.
 
         Returns:
             ``cross/<m>``: mean over the batch of ``L_m(x_m | z_S)`` where m is not in S;
@@ -194,6 +233,8 @@ class Muni(Method):
             ``rate``: mean KL(q(z | x_S) || p) estimate; ``prior``: route-3 flow loss.
         """
         b = mask.shape[0]
+        if present is not None:
+            batch = {n: batch[n] for i, n in enumerate(self.names) if bool(present[:, i].any())}
         h = self.encode(batch)                                   # {m: (B, E)}
 
         # Route 1: one non-mixture posterior of the observed subset.
@@ -203,11 +244,18 @@ class Muni(Method):
 
         terms: dict[str, torch.Tensor] = {}
         for i, name in enumerate(self.names):
+            if name not in batch:                                # absent from every sample
+                terms[f"cross/{name}"] = terms[f"self/{name}"] = z.new_zeros(())
+                continue
             observed = mask[:, i]                                # (B,)
             z_self = self._self_recon_latent(h, mask, i, z, eps)  # Route 2
             z_in = torch.where(observed[:, None], z_self, z)     # (B, d)
             per = self.decoders[name].loss(batch[name], z_in, own=observed)  # (B,)
-            terms[f"cross/{name}"] = (per * ~observed).sum() / b
+            if present is None:
+                terms[f"cross/{name}"] = (per * ~observed).sum() / b
+            else:                                                # absent targets enter no term
+                per = torch.where(present[:, i], per, torch.zeros_like(per))
+                terms[f"cross/{name}"] = (per * (present[:, i] & ~observed)).sum() / b
             terms[f"self/{name}"] = (per * observed).sum() / b
 
         # Rate (minimality): KL(q(z | x_S) || p); with free nats, the part below the floor is free.
@@ -216,7 +264,7 @@ class Muni(Method):
             terms["rate_floored"] = self._floored_rate(terms["rate"], mu, logvar)
         # Route 3: the prior learns from broad (leave-one-out) latents only, conditioned on the
         # posterior of a random subset of that broad set (dropped with prob cond_drop).
-        terms["prior"] = self._prior_loss(h)
+        terms["prior"] = self._prior_loss(h, present)
         return terms
 
     def _self_recon_latent(self, h, mask, i: int, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -268,9 +316,9 @@ class Muni(Method):
         ce = 0.5 * d * math.log(2 * math.pi) + 0.5 * weight * (v - u).pow(2).sum(1)
         return neg_entropy + ce
 
-    def _prior_loss(self, h: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _prior_loss(self, h: dict[str, torch.Tensor], present: torch.Tensor | None = None) -> torch.Tensor:
         b = next(iter(h.values())).shape[0]
-        broad = self._prior_subsets(b)                           # (B, M)
+        broad = self._prior_subsets(b, present)                  # (B, M)
         if self.cfg.prior_detach:
             h = {n: x.detach() for n, x in h.items()}
         mu_b, logvar_b = self.posterior(h, broad)

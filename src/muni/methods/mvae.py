@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from muni.methods.aggregation import kl_normal, product_of_experts, sample_normal, subsets
+from muni.methods.base import presence
 from muni.methods.vae import MultimodalVAE, VAEConfig
 
 
@@ -56,16 +57,21 @@ class MVAE(MultimodalVAE):
             drawn = [middle[i] for i in idx.tolist()]
         return [full] + singles + drawn
 
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-             ) -> dict[str, torch.Tensor]:
+    def loss(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Negative sub-sampled ELBO, averaged over the minibatch.
+
+        Incomplete tuples (`present`): each term's subset is cut to the sample's present
+        modalities, as MVAE trains on whatever is observed; a term left empty for a sample
+        (a singleton it lacks) is the prior itself, with no reconstruction and zero KL.
 
         Randomness, in order: the K random subsets (`training_subsets`), then one
         ``eps ~ N(0, I)`` of shape (T, B, d) for the T ELBO terms.
         """
         cfg = self.cfg
-        b = self.check_full(batch)
-        mu, logvar, _ = self.experts(batch)                        # (M, B, d) each
+        have = presence(self.names, batch, present)                # (B, M) or None: complete
+        b = next(iter(batch.values())).shape[0]
+        mu, logvar, mask = self.experts(batch, have)               # (M, B, d) each, (M, B)
         terms_s = self.training_subsets(generator)                 # T subsets
         eps = torch.randn((len(terms_s), b, cfg.latent_dim), generator=generator, device=mu.device)
 
@@ -74,6 +80,8 @@ class MVAE(MultimodalVAE):
         for t, s in enumerate(terms_s):
             sub = torch.zeros(mu.shape[:2], dtype=torch.bool, device=mu.device)  # (M, B)
             sub[list(s)] = True
+            if have is not None:
+                sub = sub & mask
             mu_s, logvar_s = product_of_experts(mu, logvar, sub, prior_expert=True)  # (B, d)
             z.append(mu_s + (0.5 * logvar_s).exp() * eps[t])
             kl.append(kl_normal(mu_s, logvar_s))                   # (B,)
@@ -84,9 +92,15 @@ class MVAE(MultimodalVAE):
         terms: dict[str, torch.Tensor] = {}
         for i, name in enumerate(self.names):
             rows = [t for t, s in enumerate(terms_s) if i in s]
-            nll = self.nll(name, batch[name], z[rows])             # (len(rows), B)
+            if have is None:
+                nll = self.nll(name, batch[name], z[rows])         # (len(rows), B)
+                terms[f"rec/{name}"] = nll[0].mean().detach()      # the joint term's NLL
+            elif bool(have[:, i].any()):
+                nll = self.masked_nll(name, batch[name], z[rows], have[:, i])
+                terms[f"rec/{name}"] = (nll[0].sum() / have[:, i].sum()).detach()
+            else:
+                continue
             rec = rec.index_add(0, torch.tensor(rows, device=rec.device), nll)
-            terms[f"rec/{name}"] = nll[0].mean().detach()          # the joint term's NLL
         neg_elbo = rec + cfg.beta * kl                             # (T, B)
         total = neg_elbo.sum(0).mean()
         terms["kl/joint"] = kl[0].mean().detach()

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from muni.config import check_ranges
-from muni.errors import ConfigError, InputError
+from muni.errors import ConfigError
 from muni.methods.base import Method, check_generate_args, check_kind_weights
 from muni.modalities.base import Modality
 from muni.modalities import CodecConfig, build_decoder, build_encoder
@@ -116,8 +116,12 @@ class MultimodalVAE(Method):
         self.weights = likelihood_weights(self.modalities, cfg.rescale, cfg.kind_weights)
 
     # ------------------------------------------------------------------ posterior
-    def experts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def experts(self, batch: dict[str, torch.Tensor], present: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Unimodal Gaussian experts ``q_m(z | x_m)`` in `names` order.
+
+        `present` (B, M) bool marks incomplete tuples (`muni.methods.base.presence`); a modality
+        absent from every sample is not encoded.
 
         Returns
         -------
@@ -130,27 +134,38 @@ class MultimodalVAE(Method):
         b, d = ref.shape[0], self.cfg.latent_dim
         device = next(self.parameters()).device
         mus, logvars = [], []
-        for n in self.names:
-            if n in batch:
+        for i, n in enumerate(self.names):
+            if n in batch and (present is None or bool(present[:, i].any())):
                 mu, raw = self.heads[n](self.encoders[n](batch[n])).chunk(2, dim=-1)  # (B, d) each
                 logvar = LOGVAR_BOUND * torch.tanh(raw / LOGVAR_BOUND)  # soft clamp to (-8, 8)
             else:
                 mu = logvar = torch.zeros(b, d, device=device)
             mus.append(mu)
             logvars.append(logvar)
-        mask = torch.tensor([n in batch for n in self.names], device=device)[:, None].expand(-1, b)
+        if present is None:
+            mask = torch.tensor([n in batch for n in self.names], device=device)[:, None].expand(-1, b)
+        else:
+            mask = present.T.to(device)
         return torch.stack(mus), torch.stack(logvars), mask  # (M, B, d), (M, B, d), (M, B)
 
-    def single_sample_elbo(self, batch: dict[str, torch.Tensor], z: torch.Tensor,
-                           kl: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Terms of a one-sample ELBO: every modality reconstructed from `z` (B, d), `kl` (B,).
+    def single_sample_elbo(self, batch: dict[str, torch.Tensor], z: torch.Tensor, kl: torch.Tensor,
+                           present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Terms of a one-sample ELBO: every modality reconstructed from `z` (B, d), `kl` (B,);
+        with `present` (B, M), every modality each sample has.
 
-        ``loss`` = mean over the batch of ``sum_m w_m NLL_m + beta KL``; logged: ``rec/<m>``,
-        ``kl`` and ``elbo`` (unweighted by beta).
+        ``loss`` = mean over the batch of ``sum_m w_m NLL_m + beta KL``; logged: ``rec/<m>``
+        (mean over the samples that have m), ``kl`` and ``elbo`` (unweighted by beta).
         """
         terms: dict[str, torch.Tensor] = {}
         rec = torch.zeros(z.shape[0], device=z.device)             # (B,)
-        for name in self.names:
+        for i, name in enumerate(self.names):
+            if present is not None:
+                if not bool(present[:, i].any()):
+                    continue
+                per = self.masked_nll(name, batch[name], z, present[:, i])  # (B,)
+                rec = rec + per
+                terms[f"rec/{name}"] = (per.sum() / present[:, i].sum()).detach()
+                continue
             per = self.nll(name, batch[name], z)                   # (B,)
             rec = rec + per
             terms[f"rec/{name}"] = per.mean().detach()
@@ -176,12 +191,10 @@ class MultimodalVAE(Method):
         out = self.decoders[name].loss(xr, z.reshape(-1, z.shape[-1]))  # (reps * B,)
         return self.weights[name] * out.view(lead)
 
-    def check_full(self, batch: dict[str, torch.Tensor]) -> int:
-        """Training batches hold every modality; return the batch size."""
-        missing = [n for n in self.names if n not in batch]
-        if missing:
-            raise InputError(f"{self.method}.loss needs every modality in the batch; missing {missing}")
-        return batch[self.names[0]].shape[0]
+    def masked_nll(self, name: str, x: torch.Tensor, z: torch.Tensor, have: torch.Tensor) -> torch.Tensor:
+        """`nll` where the target is present (`have` (B,) bool), zero where it is filler: (..., B)."""
+        per = self.nll(name, x, z)
+        return torch.where(have, per, torch.zeros_like(per))
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

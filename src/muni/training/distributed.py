@@ -82,11 +82,12 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model.loss(batch)
+    def forward(self, batch: dict[str, torch.Tensor],
+                present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch) if present is None else self.model.loss(batch, present=present)
 
 
-def wrap(model: nn.Module) -> nn.Module:
+def wrap(model: nn.Module, complete: bool = True) -> nn.Module:
     """``LossModule(model)``, inside DDP when the world has several ranks.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from
@@ -94,7 +95,9 @@ def wrap(model: nn.Module) -> nn.Module:
     ``may_skip_parameters = False`` (`muni.methods.base.Method`): a method that need not touch
     every parameter every step (a frozen stage, a parameter used only by ``generate``) would
     otherwise make DDP wait forever for their gradients; the search costs one graph traversal
-    per step, so a method that always touches everything skips it.
+    per step, so a method that always touches everything skips it. Training on incomplete
+    tuples (`complete` False) turns it on for every method: a modality absent from a whole
+    batch has its encoder and decoder skipped.
     """
     module = LossModule(model)
     if world().size == 1:
@@ -102,7 +105,7 @@ def wrap(model: nn.Module) -> nn.Module:
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
-        module, device_ids=ids, find_unused_parameters=getattr(model, "may_skip_parameters", True))
+        module, device_ids=ids, find_unused_parameters=getattr(model, "may_skip_parameters", True) or not complete)
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ log, the checkpoints and calls ``on_sample``.
 Per step::
 
     idx    = this rank's shard of the next global batch   (seeded epoch-wise permutation)
-    losses = model.loss(dataset.batch(idx))               (through DDP when world > 1)
+    losses = model.loss(dataset.batch(idx), present=...)  (through DDP when world > 1; the
+                                                          presence mask only for incomplete tuples)
     check the loss terms (averaged over ranks) are finite, else rewind and raise
     backward; clip the global grad norm; AdamW step with linear warmup; EMA update
     log / checkpoint / on_sample at their intervals; stop at the time budget
@@ -372,7 +373,12 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     _seed_all(cfg.seed + w.rank)
     device = next(model.parameters()).device
 
-    net = distributed.wrap(model)
+    if not dataset.complete and not model.handles_missing:
+        raise ConfigError(f"{type(model).__name__} cannot train on incomplete tuples, and dataset "
+                          f"{dataset.name}/{dataset.split} has samples that lack a modality; train a "
+                          f"method that handles them (muni, mvae, mmvae, mopoe, helvae) or keep "
+                          f"complete tuples only")
+    net = distributed.wrap(model, complete=dataset.complete)
     opt = _optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, w.rank, w.size)
@@ -403,9 +409,13 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         stage = stage_at(stages, step, spent if cfg.minutes > 0 else None)
         if stage > model.current_stage():  # same on every rank: step and spent are shared
             model.enter_stage(stage)
-        batch = {k: v.to(device, non_blocking=True) for k, v in dataset.batch(order.next()).items()}
+        idx = order.next()
+        batch = {k: v.to(device, non_blocking=True) for k, v in dataset.batch(idx).items()}
+        present = dataset.present_batch(idx)
+        if present is not None:
+            present = {k: v.to(device, non_blocking=True) for k, v in present.items()}
         distributed.set_step(cfg.seed, step)
-        losses = net(batch)
+        losses = net(batch) if present is None else net(batch, present)
         spent = (time.perf_counter() - t0) / (cfg.minutes * 60) if cfg.minutes > 0 else 0.0
         terms, spent = _reduce_terms(losses, spent)
         stop = spent > 1.0
