@@ -164,3 +164,31 @@ def test_resume_with_only_out_continues_the_run_its_run_json_describes(tmp_path,
     assert main(["train", "--out", out, "--resume", "--no-progress", "--set", "model.beta=0.5"]) == 2
     assert main(["train", "--out", out, "--resume", "--seed", "1", "--no-progress"]) == 2  # defaults again
     assert RunSpec.load(out) == spec
+
+
+def test_tensorboard_gets_the_logged_rows_and_the_sample_sheets(tmp_path, tiny_polymnist, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import muni.run
+
+    monkeypatch.setattr(muni.run, "load_dataset", lambda name, split, *a, **k: tiny_polymnist[split])
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress", "--tensorboard", "--set", *TINY_MODEL,
+                 "train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
+                 "train.num_threads=1"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss", "rate", "prior", "grad_norm"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2]
+    assert "samples/unconditional" in tags["images"] and "samples/given-digit" in tags["images"]
+
+
+def test_tensorboard_without_the_package_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it fails
+    assert main(["train", "--out", str(tmp_path / "run"), "--tensorboard", "--set", "train.steps=1"]) == 2
+    assert "pip install 'muni[tensorboard]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

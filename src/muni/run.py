@@ -240,26 +240,36 @@ def run_lock(out: Path):
 
 def run_training(spec: RunSpec, out: str | os.PathLike, *, resume: bool = False,
                  data_dir: str | os.PathLike | None = None, progress: bool = True,
-                 log=print) -> dict[str, Any] | None:
+                 log=print, tensorboard: bool = False) -> dict[str, Any] | None:
     """Train `spec` into the run directory `out`: ``run.json``, checkpoints, ``log.csv``,
-    sample sheets, ``summary.json``. Works under ``torchrun`` (rank 0 writes, and holds the
-    run's lock: a second process training into `out` is refused, `run_lock`).
+    sample sheets, ``summary.json`` (and TensorBoard events in ``out/tensorboard`` with
+    `tensorboard`). Works under ``torchrun`` (rank 0 writes, and holds the run's lock: a second
+    process training into `out` is refused, `run_lock`).
 
     Returns the summary (rank 0; None on the other ranks).
     """
     out = Path(out)
+    if tensorboard:
+        from muni.training.tensorboard import TensorBoard
+
+        TensorBoard.require()  # before the run directory is made
     writer = os.environ.get("RANK", "0") == "0"  # the rank that will write (before dist.setup)
     with run_lock(out) if writer else contextlib.nullcontext():
-        return _run_training(spec, out, resume, data_dir, progress, log)
+        return _run_training(spec, out, resume, data_dir, progress, log, tensorboard)
 
 
 def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.PathLike | None,
-                  progress: bool, log) -> dict[str, Any] | None:
+                  progress: bool, log, tensorboard: bool = False) -> dict[str, Any] | None:
     from muni.training.resources import process_peak_rss_mib, reset_peak_rss, train_peak_rss_mib
     from muni.training.sheets import SampleSheets
 
     if resume and (out / RUN_FILE).is_file():
         spec.check_resumable(RunSpec.load(out))  # before run.json is replaced
+    board = None
+    if tensorboard and os.environ.get("RANK", "0") == "0":
+        from muni.training.tensorboard import TensorBoard
+
+        board = TensorBoard(out / "tensorboard")  # before any work: a missing package fails fast
     device = dist.setup()
     try:
         train_set = make_incomplete(load_dataset(spec.dataset, "train", spec.preset, spec.data_seed, data_dir),
@@ -278,12 +288,13 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
             spec.save(out / RUN_FILE)
         t0 = time.time()
         result = train(model, train_set, tcfg, out, resume=resume, meta=spec.checkpoint_meta(model.modalities),
-                       on_sample=SampleSheets(test_set), progress=progress)
+                       on_sample=SampleSheets(test_set, tensorboard=board), progress=progress,
+                       on_log=board.scalars if board is not None else None)
         if not dist.is_main():
             return None
         from muni.registry import load_model
 
-        SampleSheets(test_set, n=16)(load_model(out), result.steps_done, out, name="final")
+        SampleSheets(test_set, n=16, tensorboard=board)(load_model(out), result.steps_done, out, name="final")
         summary = {"run_hash": spec.hash(), "steps_done": result.steps_done,
                    "wall_time_s": round(time.time() - t0, 1),
                    "train_wall_time_s": round(result.wall_time_s, 1),
@@ -296,6 +307,8 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
             f"({result.stopped_reason}); samples in {out / 'samples' / 'final'}")
         return summary
     finally:
+        if board is not None:
+            board.close()
         dist.cleanup()
 
 

@@ -45,6 +45,9 @@ def add_parser(subparsers) -> None:
                    help="train this run spec (a run.json) instead of --method/--dataset/--preset/--seed/--set")
     p.add_argument("--dry-run", action="store_true", help="print the resolved run spec and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log losses, sample sheets and sounds to <out>/tensorboard "
+                        "(pip install 'muni[tensorboard]')")
     p.set_defaults(func=cmd_train)
 
 
@@ -81,5 +84,6 @@ def cmd_train(args) -> int:
         return 0
     if os.environ.get("RANK", "0") == "0":  # the rank that will write (before dist.setup)
         check_out_dir(out)  # before the data loads and the model builds
-    run_training(spec, out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress)
+    run_training(spec, out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress,
+                 tensorboard=args.tensorboard)
     return 0

@@ -38,6 +38,11 @@ from muni.errors import InputError, MuniError
 from muni.modalities import text as text_lib
 from muni.paths import data_dir as default_data_dir
 
+# The factors the benchmarks' evaluation classifiers read (`muni.evaluation.classifiers`); the
+# other factors (writer, template, speaker, ...) are exported as labels with evaluate = false.
+CONTENT_FACTORS: dict[str, tuple[str, ...]] = {"polymnist-quadrant": ("digit", "quadrant"),
+                                               "digits-ita": ("digit", "quadrant")}
+
 
 def _fsdd_recordings(split: str, ds: MultimodalDataset, data_dir) -> dict[str, list[Path]]:
     """Digits-ITA: ``{"audio": the FSDD file of each sample}`` (`recording` indexes the split's files)."""
@@ -158,8 +163,12 @@ def _write(splits: dict[str, MultimodalDataset], out: Path, data_dir) -> None:
             entry = {"kind": "label", "source": "tuples.csv", "column": m.name,
                      "classes": m.params.get("class_names", [str(k) for k in range(m.num_classes)])}
         spec += _section(f"modalities.{m.name}", entry)
+    content = CONTENT_FACTORS.get(first.name)
     for f in factors:
-        spec += _section(f"labels.{f}", {"source": "tuples.csv", "column": f, "integer": True})
+        entry = {"source": "tuples.csv", "column": f, "integer": True}
+        if content is not None and f not in content:
+            entry["evaluate"] = False                        # a private factor: recorded only
+        spec += _section(f"labels.{f}", entry)
     (out / "spec.toml").write_text(spec, encoding="utf-8")
 
 

@@ -40,6 +40,8 @@ spec's folder)::
     column = "writer"
     integer = true                   # store the non-negative integers as they are ...
     # classes = [...]                # ... or as indices of declared classes (the default)
+    evaluate = false                 # recorded only: no evaluation classifier reads it (a
+                                     # private factor); default true
 
 The ids of the dataset are the union of its modalities' ids; samples are ordered by id
 (string order). An id that one modality's source lacks (no file, an empty cell) is an
@@ -98,7 +100,7 @@ KINDS = {"image": "image", "label": "categorical", "categorical": "categorical",
 SOURCE_KEYS = ("kind", "source", "column", "format")
 KIND_KEYS: dict[str, tuple[str, ...]] = {"image": ("size", "channels"), "categorical": ("classes",),
                                          "text": ("length", "vocab"), "audio": tuple(audio_lib.AUDIO_PARAMS)}
-LABEL_KEYS = ("source", "column", "format", "classes", "integer")
+LABEL_KEYS = ("source", "column", "format", "classes", "integer", "evaluate")
 DATASET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a folder name in the cache
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
@@ -253,7 +255,8 @@ def parse_spec(path: str | os.PathLike) -> UserSpec:
             else:
                 _unknown(t, allowed, where)
                 kind, opts = "label", {"classes": _classes(t, where),
-                                       "integer": _get(t, "integer", where, (bool,), "true or false", False)}
+                                       "integer": _get(t, "integer", where, (bool,), "true or false", False),
+                                       "evaluate": _get(t, "evaluate", where, (bool,), "true or false", True)}
                 if opts["integer"] and opts["classes"] is not None:
                     raise ConfigError(f"{where}: integer = true stores the values as they are; drop classes")
             out.append(Entry(n, kind, _source(t, where, root), opts))
@@ -578,6 +581,8 @@ def import_dataset(spec_path: str | os.PathLike, name: str | None = None, *, for
                     "spec_sha256": sha256_file(spec.path), "spec": spec.raw,
                     "modalities": [m.to_json() for m in modalities.values()],
                     "factors": list(splits["train"].factors),
+                    "content_factors": [e.name for e in spec.modalities if e.kind == "categorical"]
+                    + [e.name for e in spec.labels if e.options.get("evaluate", True)],
                     "counts": {s: len(a) for s, a in splits.items()},
                     "absent": {s: {k: int((~v).sum()) for k, v in a.present.items()} for s, a in splits.items()},
                     "files": files}
@@ -632,4 +637,5 @@ def load_imported(name: str, split: str) -> MultimodalDataset:
         info={"preset": "imported", "seed": None, "recipe_version": manifest.get("format"),
               "recipe_hash": hashlib.sha256("".join(sorted(manifest["files"].values())).encode()).hexdigest()[:12],
               "config": {"spec": manifest.get("spec")}, "checksum": expected,
+              "content_factors": manifest.get("content_factors", list(arrays.factors)),
               "sources": {"spec": manifest.get("spec_sha256")}, "cache": str(entry)})

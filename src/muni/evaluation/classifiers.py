@@ -132,13 +132,15 @@ def _imported(dataset: MultimodalDataset) -> bool:
 
 def content_factors(dataset: MultimodalDataset) -> dict[str, tuple[str, ...]]:
     """Content factors of every modality of `dataset` (a label modality carries itself; on an
-    imported dataset every other modality carries every factor, i.e. every declared label)."""
+    imported dataset every other modality carries every declared label but those declared
+    ``evaluate = false``)."""
     out = {}
     for name, m in dataset.modalities.items():
         if m.kind == "categorical":
             out[name] = (name,) if name in dataset.factors else ()
         elif _imported(dataset):
-            out[name] = tuple(dataset.factors)
+            out[name] = tuple(f for f in dataset.factors
+                              if f in dataset.info.get("content_factors", dataset.factors))
         else:
             out[name] = tuple(f for f in CONTENT_BY_KIND[m.kind] if f in dataset.factors)
     return out

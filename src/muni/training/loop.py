@@ -307,7 +307,7 @@ def _reduce_terms(losses: dict[str, torch.Tensor], spent: float) -> tuple[dict[s
 def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: str | Path, *,
           resume: bool = False, meta: dict[str, Any] | None = None,
           on_sample: Callable[[nn.Module, int, Path], None] | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train `model` on `dataset` with AdamW; write log, checkpoints and samples to `out_dir`.
 
     Parameters
@@ -336,6 +336,8 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         a forked RNG.
     progress : bool
         Show a tqdm bar with the loss terms (rank 0).
+    on_log : callable, optional
+        ``on_log(row)`` on rank 0 with every row written to ``log.csv`` (e.g. TensorBoard).
 
     Returns
     -------
@@ -457,6 +459,8 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
                    "samples_per_s": steps_win * cfg.batch_size / max(now - t_win, 1e-9), "lr": lr}
             if log is not None:
                 log.write({**row, **final})
+                if on_log is not None:
+                    on_log({**row, **final})
             bar.set_postfix(format_terms(final), refresh=False)
             t_win, steps_win = now, 0
             if step % cfg.log_every == 0:
