@@ -152,3 +152,20 @@ def test_a_tiny_incomplete_dataset_trains_or_is_refused(method, tmp_path):
         return
     result = train(model, ds, cfg, tmp_path / "run", progress=False)
     assert result.steps_done == 3 and all(torch.isfinite(torch.tensor(v)) for v in result.final_losses.values())
+
+
+def test_muni_prior_learns_only_from_the_samples_richest_in_modalities():
+    """Route 3 on incomplete tuples: the latents of samples with fewer than (most - 1) modalities
+    never reach the prior, whatever they hold."""
+    model = build("muni")
+    h = {n: torch.randn(B, 16) for n in MODS}
+    present = torch.ones(B, 4, dtype=torch.bool)
+    present[:3, 1:] = False                                   # three samples with one modality
+    torch.manual_seed(0)
+    loss = model._prior_loss(h, present)
+    h2 = {n: torch.where((torch.arange(B) < 3)[:, None], torch.randn(B, 16) * 9, x) for n, x in h.items()}
+    torch.manual_seed(0)
+    assert torch.equal(loss, model._prior_loss(h2, present))
+    torch.manual_seed(0)
+    assert not torch.equal(model._prior_loss(h2, torch.ones(B, 4, dtype=torch.bool)),
+                           model._prior_loss(h, torch.ones(B, 4, dtype=torch.bool)))

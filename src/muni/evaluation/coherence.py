@@ -185,7 +185,10 @@ def labels_to_modalities(model: Generative, dataset: MultimodalDataset, classifi
     task = "given-" + "+".join(given)
     out = generate_batched(model, cond, targets, n, task_generator(seed, task), batch_size, task)
     pred = predict(classifiers, out)
-    views = [m for m in targets if dataset.modalities[m].kind != "categorical"]
+    views = [m for m in targets if dataset.modalities[m].kind != "categorical"
+             and set(given) <= set(classifiers.content[m])]  # the generations that can be judged
+    if not views:
+        return TaskResult({}, cond, out)
     right = {f: torch.stack([pred[m][f] == factors_c[f] for m in views]) for f in given}  # (V, n)
     metrics: dict[str, Metric] = {}
     fixed = [{f: int(factors_c[f][i]) for f in given} for i in range(n)]
@@ -269,8 +272,8 @@ def unconditional(model: Generative, dataset: MultimodalDataset, classifiers, n:
     out = generate_batched(model, {}, mods, n, task_generator(seed, "unconditional"), batch_size,
                            "unconditional")
     pred = predict(classifiers, out)
-    content = {m: tuple(classifiers.content[m]) for m in mods}
-    factors = list(dict.fromkeys(f for m in mods for f in content[m]))
+    content = {m: tuple(classifiers.content[m]) for m in mods if classifiers.content[m]}
+    factors = list(dict.fromkeys(f for m in content for f in content[m]))
     ok = {f: _all_equal([pred[m][f] for m in carriers(classifiers, mods, f)]) for f in factors}
     metrics = {"uncond_coherence": rate(torch.stack(list(ok.values())).all(0), seed)}
     metrics["uncond_coherence"]["chance"] = chance_all_match(dataset, content, [{}])
@@ -278,7 +281,7 @@ def unconditional(model: Generative, dataset: MultimodalDataset, classifiers, n:
         metrics[f"uncond_{f}"] = rate(ok[f], seed)
         metrics[f"uncond_{f}"]["chance"] = chance_all_match(
             dataset, {m: (f,) for m in carriers(classifiers, mods, f)}, [{}])
-    for a, b in itertools.combinations(mods, 2):
+    for a, b in itertools.combinations(content, 2):
         for f in content[a]:
             if f not in content[b]:
                 continue

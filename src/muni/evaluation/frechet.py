@@ -150,7 +150,8 @@ def diversity(model: Generative, dataset: MultimodalDataset, classifiers, n: int
     """
     idx = condition_indices(dataset, n, seed)
     cond = {k: v.repeat_interleave(repeats, 0) for k, v in dataset.batch(idx, list(given)).items()}
-    targets = [m for m in dataset.modalities if m not in given and dataset.modalities[m].kind != "categorical"]
+    targets = [m for m in dataset.modalities if m not in given and dataset.modalities[m].kind != "categorical"
+               and classifiers.content[m]]
     name = "diversity:" + "+".join(given)
     out = generate_batched(model, cond, targets, n * repeats, task_generator(seed, name), batch_size, name)
     g = torch.Generator().manual_seed(int(seed))

@@ -129,7 +129,7 @@ def layout_of(result: dict[str, Any]) -> list[tuple[str, str]]:
             given, rest = k.split("->", 1)
             target, factor = rest.split(":", 1)
             if factor == "all" or f"{given}->{target}:all" not in result["metrics"]:
-                cols.append((f"(all)→{target}" + ("" if factor == "all" else f" {factor}"), k))
+                cols.append((f"(others)→{target}" + ("" if factor == "all" else f" {factor}"), k))
     return cols + [("Uncond. coherence", "uncond_coherence")]
 
 

@@ -330,7 +330,16 @@ class Muni(Method):
         keep[empty, first[empty]] = True
         mu_c, logvar_c = self.posterior(h, keep)
         cond = torch.cat([mu_c, logvar_c], 1)                    # (B, 2d)
-        return self.prior.loss(z_b, cond=cond).mean()
+        per = self.prior.loss(z_b, cond=cond)                    # (B,)
+        if present is None:
+            return per.mean()
+        # Incomplete tuples: the prior learns only from the samples with the most modalities in
+        # the batch (or one fewer), whose broad latents are what a whole tuple's latent looks like.
+        # Latents of modality-poor samples (a digit label alone) leave factors undecided; taught
+        # to draw those, the prior drew views that disagree on the quadrant (docs/results/incomplete.md).
+        k = present.sum(1)                                       # (B,)
+        rich = k >= k.max() - 1
+        return (per * rich).sum() / rich.sum()
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
