@@ -39,6 +39,8 @@ def test_the_data_config_is_part_of_a_spec_only_when_set():
     assert RunSpec.from_dict(partial.to_dict()) == partial
     with pytest.raises(ConfigError, match=re.escape("data.incomplete (0.5 -> 0.0)")):
         plain.check_resumable(partial)
+    with pytest.raises(ConfigError, match="jointflow cannot train on incomplete tuples"):
+        RunSpec.resolve("jointflow", overrides=["data.incomplete=0.5"])
 
 
 def test_spec_files_round_trip_and_refuse_foreign_ones(tmp_path):
@@ -192,3 +194,16 @@ def test_tensorboard_without_the_package_is_one_clear_error(tmp_path, monkeypatc
     assert main(["train", "--out", str(tmp_path / "run"), "--tensorboard", "--set", "train.steps=1"]) == 2
     assert "pip install 'muni[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_incomplete_dataset_is_refused_for_jointflow_before_anything_is_written(tmp_path, tiny_polymnist,
+                                                                                   monkeypatch):
+    import muni.run
+    from muni.data.base import make_incomplete
+
+    data = {"train": make_incomplete(tiny_polymnist["train"], 0.5, 0), "test": tiny_polymnist["test"]}
+    monkeypatch.setattr(muni.run, "load_dataset", lambda name, split, *a, **k: data[split])
+    spec = RunSpec.resolve("jointflow", "polymnist-quadrant", "quick", 0, ["train.steps=2"])
+    with pytest.raises(ConfigError, match="cannot train on incomplete tuples"):
+        run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
+    assert not (tmp_path / "run" / "run.json").exists()

@@ -102,6 +102,9 @@ class RunSpec:
                 raise ConfigError(f"--minutes must be >= 0, got {minutes}")
             tcfg = dataclasses.replace(tcfg, minutes=float(minutes))
         tcfg.check()
+        if parts["data"].incomplete > 0 and not getattr(method_spec(self.method).model, "handles_missing", True):
+            raise ConfigError(f"data.incomplete={parts['data'].incomplete}: {self.method} cannot train on "
+                              f"incomplete tuples (it models whole tuples)")
         if not 0 <= tcfg.seed < 2 ** 63:  # torch / numpy seeds
             raise ConfigError(f"--seed (train.seed) must be in 0..2**63-1, got {tcfg.seed}")
         return dataclasses.replace(self, model=parts["model"], train=tcfg, data=parts["data"])
@@ -279,6 +282,10 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
         can_reset = reset_peak_rss()  # the dataset build/load peaks above training: count training alone
         torch.manual_seed(spec.train.seed)  # model init
         model = spec.build_model(device)
+        if not train_set.complete and not model.handles_missing:
+            raise ConfigError(f"{spec.method} cannot train on incomplete tuples, and {spec.dataset}'s training "
+                              f"split has samples that lack a modality; train a method that handles them "
+                              f"(muni, mvae, mmvae, mopoe, helvae)")
         tcfg = spec.train
         if dist.is_main():
             n_params = sum(p.numel() for p in model.parameters())
