@@ -392,6 +392,13 @@ def _open_image(cell: Cell, root: Path):
         raise DataIntegrityError(f"{cell.where}: not a readable image ({type(e).__name__}: {e})") from None
 
 
+def _progress(ids: list[str], key: str):
+    """`ids` with a progress bar (hidden for small datasets)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(ids, desc=f"import {key}", leave=False, disable=len(ids) < 2000)
+
+
 def _image(entry, column, ids, train, root):
     from PIL import Image
 
@@ -401,7 +408,7 @@ def _image(entry, column, ids, train, root):
     c = opts.get("channels") or (1 if first.mode in _GRAY_MODES else 3)
     out = np.zeros((len(ids), c, h, w), np.uint8)
     converted, resized, mode = [], [], "L" if c == 1 else "RGB"
-    for i, sid in enumerate(ids):
+    for i, sid in enumerate(_progress(ids, key)):
         if sid not in column:
             continue
         im = _open_image(column[sid], root)
@@ -432,7 +439,7 @@ def _audio(entry, column, ids, train, root):
         raise ConfigError(f"{key}: {e}") from None
     rate_to = params["sample_rate"]
     rows, waves, mixed, resampled = [], [], [], []
-    for i, sid in enumerate(ids):
+    for i, sid in enumerate(_progress(ids, key)):
         if sid not in column:
             continue
         cell = column[sid]
