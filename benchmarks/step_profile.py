@@ -109,7 +109,13 @@ def profile(method: str, dataset: str, steps: int) -> dict:
 
 
 def table(results: list[dict], gemm: float, threads: int, dataset: str) -> str:
+    import datetime
+    import os
+
     lines = [f"# Training-step profile, {dataset}, quick preset, {threads} thread(s)", "",
+             f"{datetime.date.today()}, {os.cpu_count()} CPUs, GPU "
+             f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; run with the "
+             f"machine to itself.", "",
              f"fp32 GEMM (2048², same process): **{gemm:.1f} GFLOP/s**. Command: "
              f"`python benchmarks/step_profile.py --dataset {dataset} --threads {threads}`.", ""]
     for r in results:
