@@ -81,6 +81,7 @@ def test_run_training_writes_its_spec_summary_and_a_loadable_model(tmp_path, tin
                             "train.num_threads=1"])
     summary = run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
     assert summary["run_hash"] == spec.hash() and summary["steps_done"] == 2
+    assert summary["torch_threads"] == 1  # train.num_threads is applied and recorded
     assert RunSpec.load(tmp_path / "run") == spec
     assert finished_summary(tmp_path / "run", spec) == summary
     other = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 1, [*TINY_MODEL, "train.steps=2"])

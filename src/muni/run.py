@@ -306,6 +306,7 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
                    "wall_time_s": round(time.time() - t0, 1),
                    "train_wall_time_s": round(result.wall_time_s, 1),
                    "samples_per_s": round(result.samples_per_s, 1), "stopped_reason": result.stopped_reason,
+                   "torch_threads": torch.get_num_threads(),  # train.num_threads, or torch's default
                    "peak_rss_mib": round(max(load_peak, process_peak_rss_mib()), 1),
                    "train_peak_rss_mib": round(train_peak_rss_mib(), 1) if can_reset else None,
                    "final_losses": result.final_losses}
