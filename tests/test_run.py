@@ -81,7 +81,7 @@ def test_run_training_writes_its_spec_summary_and_a_loadable_model(tmp_path, tin
                             "train.num_threads=1"])
     summary = run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
     assert summary["run_hash"] == spec.hash() and summary["steps_done"] == 2
-    assert summary["torch_threads"] == 1  # train.num_threads is applied and recorded
+    assert summary["torch_threads"] == 1  # train.num_threads, recorded
     assert RunSpec.load(tmp_path / "run") == spec
     assert finished_summary(tmp_path / "run", spec) == summary
     other = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 1, [*TINY_MODEL, "train.steps=2"])
@@ -208,3 +208,21 @@ def test_an_incomplete_dataset_is_refused_for_jointflow_before_anything_is_writt
     with pytest.raises(ConfigError, match="cannot train on incomplete tuples"):
         run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_train_num_threads_is_applied_and_recorded(tmp_path, tiny_polymnist, monkeypatch):
+    """The suite pins 1 thread (conftest), so the run asks for 2 and must get them."""
+    import torch
+
+    import muni.run
+
+    monkeypatch.setattr(muni.run, "load_dataset", lambda name, split, *a, **k: tiny_polymnist[split])
+    before = torch.get_num_threads()
+    try:
+        spec = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 0,
+                               [*TINY_MODEL, "train.steps=1", "train.batch_size=8", "train.sample_every=0",
+                                "train.num_threads=2"])
+        summary = run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
+        assert summary["torch_threads"] == 2
+    finally:
+        torch.set_num_threads(before)
