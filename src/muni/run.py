@@ -38,7 +38,7 @@ from muni.data.base import make_incomplete
 from muni.errors import CheckpointError, ConfigError, InputError, MuniError
 from muni.registry import build_model, method_spec, model_config, run_preset
 from muni.training import TrainConfig, distributed as dist, train
-from muni.training.loop import FIXED
+from muni.training.loop import FIXED, check_trainable_on
 from muni.training.checkpoint import write_json_atomic
 
 RUN_FILE, SUMMARY_FILE, LOCK_FILE = "run.json", "summary.json", ".lock"
@@ -282,10 +282,7 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
         can_reset = reset_peak_rss()  # the dataset build/load peaks above training: count training alone
         torch.manual_seed(spec.train.seed)  # model init
         model = spec.build_model(device)
-        if not train_set.complete and not model.handles_missing:
-            raise ConfigError(f"{spec.method} cannot train on incomplete tuples, and {spec.dataset}'s training "
-                              f"split has samples that lack a modality; train a method that handles them "
-                              f"(muni, mvae, mmvae, mopoe, helvae)")
+        check_trainable_on(model, train_set)  # before run.json is written
         tcfg = spec.train
         if dist.is_main():
             n_params = sum(p.numel() for p in model.parameters())

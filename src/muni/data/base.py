@@ -53,6 +53,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
             if k not in self.modalities or v.dtype != torch.bool or v.dim() != 1:
                 raise ValueError(f"dataset {self.name}/{self.split}: present[{k!r}] must be a (N,) bool "
                                  f"mask of one of its modalities")
+        # Fixed from here on (the masks are not edited in place); read on every training step.
+        self._complete = all(bool(v.all()) for v in self.present.values())
         if self.present and len(self):
             none = ~torch.stack([self.present.get(k, torch.ones(len(self), dtype=torch.bool))
                                  for k in self.modalities]).any(0)
@@ -78,7 +80,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
     @property
     def complete(self) -> bool:
         """Whether every sample has every modality."""
-        return all(bool(v.all()) for v in self.present.values())
+        return self._complete
 
     def present_batch(self, indices, modalities: list[str] | None = None) -> dict[str, torch.Tensor] | None:
         """``{name: (B,) bool}`` presence of the samples at `indices` (every name in `modalities`,
@@ -86,8 +88,9 @@ class MultimodalDataset(torch.utils.data.Dataset):
         if self.complete:
             return None
         names = list(self.modalities) if modalities is None else modalities
-        full = torch.ones(len(self), dtype=torch.bool)
-        return {k: self.present.get(k, full)[indices] for k in names}
+        out = {k: self.present[k][indices] for k in names if k in self.present}
+        b = next(iter(self.present.values()))[indices].shape[0]
+        return {k: out[k] if k in out else torch.ones(b, dtype=torch.bool) for k in names}
 
     def factor_batch(self, indices) -> dict[str, torch.Tensor]:
         return {k: v[indices] for k, v in self.factors.items()}

@@ -309,6 +309,15 @@ def _reduce_terms(losses: dict[str, torch.Tensor], spent: float) -> tuple[dict[s
     return {k: v / n for k, v in zip(keys, vec)}, max(vec[len(keys):])
 
 
+def check_trainable_on(model: Method, dataset: MultimodalDataset) -> None:
+    """Refuse (`ConfigError`) a method that cannot train on incomplete tuples, given such a dataset."""
+    if not dataset.complete and not model.handles_missing:
+        raise ConfigError(f"{type(model).__name__} cannot train on incomplete tuples, and dataset "
+                          f"{dataset.name}/{dataset.split} has samples that lack a modality; train a "
+                          f"method that handles them (muni, mvae, mmvae, mopoe, helvae) or keep "
+                          f"complete tuples only")
+
+
 def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: str | Path, *,
           resume: bool = False, meta: dict[str, Any] | None = None,
           on_sample: Callable[[nn.Module, int, Path], None] | None = None,
@@ -380,11 +389,7 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     _seed_all(cfg.seed + w.rank)
     device = next(model.parameters()).device
 
-    if not dataset.complete and not model.handles_missing:
-        raise ConfigError(f"{type(model).__name__} cannot train on incomplete tuples, and dataset "
-                          f"{dataset.name}/{dataset.split} has samples that lack a modality; train a "
-                          f"method that handles them (muni, mvae, mmvae, mopoe, helvae) or keep "
-                          f"complete tuples only")
+    check_trainable_on(model, dataset)
     net = distributed.wrap(model, complete=dataset.complete)
     opt = _optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
