@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from muni.errors import ConfigError
 from muni.flow.paths import flow_matching_loss
 from muni.modalities.base import PAD_ID, Modality
 from muni.modalities import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder,
-                             PrivateDecoder, ResidualFlowDecoder, TextDecoder, build_decoder, build_encoder)
+                             PrivateDecoder, ResidualFlowDecoder, ResidualPrivateDecoder, TextDecoder, build_decoder, build_encoder)
 from muni.modalities.interface import to_signed
 
 TINY = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, text_width=16, flow_nfe=4)
@@ -64,6 +65,8 @@ def randomise_flow_output(dec: nn.Module) -> None:
     """The flow output conv is zero-initialised; give it weights so gradients and samples move."""
     if isinstance(dec, (FlowDecoder, ResidualFlowDecoder)):
         nn.init.normal_(dec.net.out.weight, std=0.05)
+    if isinstance(dec, ResidualPrivateDecoder):
+        nn.init.normal_(dec.refiner.out.weight, std=0.05)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,7 +79,8 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-CASES = ([(m, kind) for m in SPATIAL for kind in ("flow", "gaussian", "private", "residual_flow")]
+CASES = ([(m, kind) for m in SPATIAL for kind in ("flow", "gaussian", "private", "residual_flow",
+                                                     "residual_private")]
          + [(LABEL, None), (TEXT, None)])
 
 
@@ -121,7 +125,7 @@ def test_sampling_is_reproducible(modality: Modality, decoder: str | None) -> No
     assert not torch.equal(draw(7), draw(8))
 
 
-@pytest.mark.parametrize("kind", ["private", "residual_flow"])
+@pytest.mark.parametrize("kind", ["private", "residual_flow", "residual_private"])
 @pytest.mark.parametrize("modality", [SPATIAL[0], SPATIAL[3]], ids=lambda m: m.name)
 def test_expressive_decoders_draw_differently_for_one_z_but_not_at_temperature_zero(kind, modality) -> None:
     torch.manual_seed(0)
@@ -175,6 +179,45 @@ def test_residual_flow_loss_trains_the_flow_on_a_fraction_of_the_batch() -> None
     g_all, = torch.autograd.grad(loss.sum(), z)
     g_nll, = torch.autograd.grad(nll.sum(), z)
     assert torch.allclose(g_all, g_nll, atol=1e-5)
+
+
+@pytest.mark.parametrize("modality", [SPATIAL[0], SPATIAL[3]], ids=lambda m: m.name)
+def test_residual_private_refiner_trains_apart_from_z_on_a_fraction_of_the_batch(modality) -> None:
+    """The refiner's ELBO enters the first ``ceil(fraction * B)`` rows, scaled by ``B / k``; z and
+    the mean decoder get exactly the mean decoder's gradient; the refiner and its private encoder
+    get the rest."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, image_decoder="residual_private", audio_decoder="residual_private",
+                              flow_fraction=0.5)
+    dec = build_decoder(modality, cfg, LATENT)
+    assert isinstance(dec, ResidualPrivateDecoder)
+    randomise_flow_output(dec)
+    x, z = make_batch(modality), torch.randn(B, LATENT, requires_grad=True)
+    loss = dec.loss(x, z)
+    nll = dec.mean_decoder.loss(x, z)
+    assert torch.allclose(loss[B // 2:], nll[B // 2:]) and not torch.allclose(loss[:B // 2], nll[:B // 2])
+    g_all, = torch.autograd.grad(loss.sum(), z, retain_graph=True)
+    g_nll, = torch.autograd.grad(nll.sum(), z, retain_graph=True)
+    assert torch.allclose(g_all, g_nll, atol=1e-4)
+    (loss - nll).sum().backward()                          # the refiner's part alone
+    assert all(p.grad is None or not p.grad.any() for p in dec.mean_decoder.parameters())
+    assert all(p.grad is not None and p.grad.any()
+               for p in [*dec.encoder.parameters(), *dec.refiner.parameters()] if p.dim() > 1)
+
+
+def test_residual_private_calibrated_likelihood_is_a_gaussian_at_the_batch_mse() -> None:
+    """The calibrated NLL is the Gaussian NLL whose variance is the batch's mean squared error;
+    "laplace" is the mean decoder's own fixed-scale NLL."""
+    torch.manual_seed(0)
+    modality = SPATIAL[1]
+    dec = build_decoder(modality, dataclasses.replace(TINY, image_decoder="residual_private"), LATENT)
+    x, raw = make_batch(modality), torch.randn(B, *modality.shape)
+    mean = torch.sigmoid(raw)
+    var = (x - mean).pow(2).mean()
+    expected = -torch.distributions.Normal(mean, var.sqrt()).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(dec._nll(x, raw), expected, rtol=1e-4)
+    dec.likelihood = "laplace"
+    assert torch.allclose(dec._nll(x, raw), dec.mean_decoder.loss_from_raw(x, raw))
 
 
 def test_mean_decoder_is_deterministic() -> None:

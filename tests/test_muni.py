@@ -111,9 +111,9 @@ def test_private_decoder_self_recon_gives_own_shared_encoder_zero_gradient(self_
 
 def test_expressive_decoder_learns_private_detail_and_draws_it():
     """A tiny MUNI overfits eight tuples: the label fixes which half of the image is lit, a
-    private style (which row carries a bar) is free. With the residual-flow decoder,
-    label-to-image samples are read right by a nearest-half classifier *and* differ from one
-    another; the mean decoder's are read right and are copies."""
+    private style (which row carries a bar) is free. With the residual-flow and the
+    residual-private decoders, label-to-image samples are read right by a nearest-half
+    classifier *and* differ from one another; the mean decoder's are read right and are copies."""
     label = torch.arange(2).repeat(4)                                      # (8,)
     x = torch.zeros(8, 1, 8, 8)
     for i, (c, row) in enumerate(zip(label.tolist(), [0, 0, 2, 2, 4, 4, 6, 6])):
@@ -122,14 +122,14 @@ def test_expressive_decoder_learns_private_detail_and_draws_it():
     mods = {"img": Modality("img", "image", (1, 8, 8)), "label": Modality("label", "categorical", (), 2)}
     batch = {"img": x, "label": label}
     spreads = {}
-    for kind in ("residual_flow", "gaussian"):
+    for kind in ("residual_flow", "residual_private", "gaussian"):
         torch.manual_seed(0)
         codec = CodecConfig(embed_dim=32, width=8, mlp_width=32, flow_width=8, flow_nfe=8, flow_fraction=1.0,
                             image_decoder=kind, likelihood_scale=0.1)
         m = Muni(mods, MuniConfig(latent_dim=4, codec=codec, agg_hidden=32, prior_hidden=16, prior_depth=1,
                                   beta=1.0, kind_weights={"image": 1.0, "categorical": 10.0}))
         opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-        for _ in range(400):
+        for _ in range(600):
             loss = m.loss(batch)["loss"]
             opt.zero_grad()
             loss.backward()
@@ -142,11 +142,13 @@ def test_expressive_decoder_learns_private_detail_and_draws_it():
         assert (read == given["label"]).float().mean() >= 0.95, kind
         rows = out[:, 0].mean(2).view(8, 16, 8)                            # row profiles per tuple
         spreads[kind] = float(rows.std(1).mean())
-    assert spreads["residual_flow"] > 0.05, spreads
-    assert spreads["gaussian"] < 0.1 * spreads["residual_flow"], spreads
+    for kind in ("residual_flow", "residual_private"):
+        assert spreads[kind] > 0.05, spreads
+        assert spreads["gaussian"] < 0.1 * spreads[kind], spreads
 
 
 @pytest.mark.parametrize("kw", [{}, {"image_decoder": "private"}, {"image_decoder": "residual_flow"},
+                                {"image_decoder": "residual_private"},
                                 {"rate_target": "flow_prior"}, {"aggregation": "poe"},
                                 {"self_recon": "attached", "prior_route": "full_set"}], ids=str)
 def test_every_parameter_is_in_every_steps_graph(kw):

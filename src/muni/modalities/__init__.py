@@ -13,7 +13,8 @@
 from muni.modalities.base import KINDS, PAD_ID, Modality, check_modality_names
 from muni.modalities.codecs import build_decoder, build_encoder
 from muni.modalities.config import CodecConfig
-from muni.modalities.image import ConvEncoder, FlowDecoder, MeanDecoder, PrivateDecoder, ResidualFlowDecoder
+from muni.modalities.image import (ConvEncoder, FlowDecoder, MeanDecoder, PrivateDecoder, ResidualFlowDecoder,
+                                  ResidualPrivateDecoder)
 from muni.modalities.interface import Decoder, Encoder
 from muni.modalities.label import LabelDecoder, LabelEncoder
 from muni.modalities.text import BOS_ID, EOS_ID, TextDecoder, TextEncoder
@@ -21,6 +22,6 @@ from muni.modalities.text import BOS_ID, EOS_ID, TextDecoder, TextEncoder
 __all__ = [
     "KINDS", "PAD_ID", "Modality", "check_modality_names", "BOS_ID", "EOS_ID", "CodecConfig",
     "ConvEncoder", "Decoder", "Encoder", "FlowDecoder", "LabelDecoder", "LabelEncoder", "MeanDecoder",
-    "PrivateDecoder", "ResidualFlowDecoder",
+    "PrivateDecoder", "ResidualFlowDecoder", "ResidualPrivateDecoder",
     "TextDecoder", "TextEncoder", "build_decoder", "build_encoder",
 ]

@@ -11,7 +11,7 @@ from muni.errors import ConfigError
 from muni.modalities.base import Modality
 from muni.modalities.config import CodecConfig
 from muni.modalities.image import (ConvEncoder, FlowDecoder, MeanDecoder, PrivateDecoder,
-                                  ResidualFlowDecoder)
+                                  ResidualFlowDecoder, ResidualPrivateDecoder)
 from muni.modalities.interface import Decoder, Encoder
 from muni.modalities.label import LabelDecoder, LabelEncoder
 from muni.modalities.text import TextDecoder, TextEncoder
@@ -19,7 +19,7 @@ from muni.modalities.text import TextDecoder, TextEncoder
 
 # Decoders of image and audio (``codec.image_decoder`` / ``codec.audio_decoder``).
 CONTINUOUS = {"gaussian": MeanDecoder, "private": PrivateDecoder, "residual_flow": ResidualFlowDecoder,
-              "flow": FlowDecoder}
+              "residual_private": ResidualPrivateDecoder, "flow": FlowDecoder}
 CONTINUOUS_DECODERS = tuple(CONTINUOUS)
 
 
@@ -37,7 +37,8 @@ def _check_text(modality: Modality) -> None:
 
 def _check_cfg(cfg: CodecConfig) -> None:
     for key, allowed in (("image_decoder", CONTINUOUS_DECODERS), ("audio_decoder", CONTINUOUS_DECODERS),
-                         ("likelihood", ("laplace", "gaussian")), ("flow_solver", ("euler", "heun"))):
+                         ("likelihood", ("laplace", "gaussian")), ("flow_solver", ("euler", "heun")),
+                         ("private_likelihood", ("calibrated", "laplace"))):
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"codec.{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     if cfg.image_likelihood not in (None, "laplace", "gaussian", "bernoulli"):

@@ -13,10 +13,11 @@ from typing import Literal
 
 from muni.config import check_ranges
 
-DecoderKind = Literal["gaussian", "private", "residual_flow", "flow"]
+DecoderKind = Literal["gaussian", "private", "residual_flow", "residual_private", "flow"]
 Likelihood = Literal["laplace", "gaussian"]
 ImageLikelihood = Literal["laplace", "gaussian", "bernoulli"]
 Solver = Literal["euler", "heun"]
+PrivateLikelihood = Literal["calibrated", "laplace"]
 
 
 @dataclass
@@ -32,7 +33,8 @@ class CodecConfig:
     width: int = 16  # base channels of conv encoders (width, 2w, 4w) and mean decoders (2w, w)
     mlp_width: int = 128  # hidden size of the label MLPs
     image_decoder: DecoderKind = "flow"  # "gaussian": mean decoder; "private": mean decoder with a private
-    # latent (MMVAE+); "residual_flow": mean decoder plus a flow of its residual; "flow": flow matching
+    # latent (MMVAE+); "residual_flow": mean decoder plus a flow of its residual; "residual_private":
+    # mean decoder plus a private-latent refiner (a conditional VAE over the mean); "flow": flow matching
     audio_decoder: DecoderKind = "flow"  # same choice for audio spectrograms
     likelihood: Likelihood = "laplace"  # likelihood of mean decoders, fixed scale below
     likelihood_scale: float = 0.75  # Laplace b / Gaussian sigma of mean decoders, in data units
@@ -42,11 +44,13 @@ class CodecConfig:
     flow_width: int = 16  # flow U-Net channels at H/2 (2 flow_width at H/4)
     flow_nfe: int = 16  # default ODE velocity evaluations when sampling a flow decoder
     flow_solver: Solver = "euler"  # ODE solver of flow decoders (see muni.flow.samplers)
-    flow_fraction: float = 0.25  # share of the batch a residual flow's loss is estimated on (it
-    # trains the velocity net only; see ResidualFlowDecoder)
+    flow_fraction: float = 0.25  # share of the batch a residual flow's (or refiner's) loss is
+    # estimated on (it trains that net only; see ResidualFlowDecoder, ResidualPrivateDecoder)
     text_width: int = 64  # token embedding and GRU hidden size of text codecs
-    private_dim: int = 16  # size of the private latent w of "private" decoders
+    private_dim: int = 16  # size of the private latent w of "private" and "residual_private" decoders
     private_beta: float = 1.0  # weight of KL(q(w | x) || N(0, I)) in a "private" decoder's loss
+    private_likelihood: PrivateLikelihood = "calibrated"  # the "residual_private" refiner's likelihood:
+    # a Gaussian with the batch's MSE as variance, or the mean decoder's fixed-scale one ("laplace")
 
     def __post_init__(self) -> None:
         check_ranges("model.codec.", self, [
