@@ -96,11 +96,12 @@ def test_full_detach_self_recon_trains_no_encoder_but_the_decoder():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.decoders["a"].parameters())
 
 
+@pytest.mark.parametrize("decoder", ["private", "residual_private"])
 @pytest.mark.parametrize("self_recon", ["full_detach", "target_detached"])
-def test_private_decoder_self_recon_gives_own_shared_encoder_zero_gradient(self_recon):
-    """Route 2 with the private-latent decoder: the private detail reaches its own encoder
+def test_private_decoder_self_recon_gives_own_shared_encoder_zero_gradient(self_recon, decoder):
+    """Route 2 with the private-latent decoders: the private detail reaches its own encoder
     q(w | x), never the shared encoder of that modality."""
-    m = model(self_recon=self_recon, image_decoder="private")
+    m = model(self_recon=self_recon, image_decoder=decoder)
     terms = m.routed_terms(tiny_batch(), MASK_AC)
     g = encoder_grads(m, terms["self/a"])
     assert g["a"] == 0.0 and g["b"] == 0.0

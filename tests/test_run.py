@@ -145,8 +145,11 @@ def test_a_second_process_on_a_locked_run_is_refused_and_a_stale_lock_is_taken(t
 def test_a_method_preset_sets_one_method_on_one_dataset_and_user_overrides_win():
     from muni.registry import METHOD_PRESETS, model_config
 
-    assert METHOD_PRESETS["digits-ita"]["muni"] == ["beta=0.1"]
+    assert METHOD_PRESETS["digits-ita"]["muni"][0] == "beta=0.1"
     assert model_config("muni", "digits-ita", "quick").beta == 0.1
+    ita, pq = model_config("muni", "digits-ita", "quick").codec, model_config("muni", "polymnist-quadrant", "quick").codec
+    assert (ita.image_decoder, ita.audio_decoder) == ("gaussian", "gaussian")
+    assert (pq.image_decoder, pq.audio_decoder) == ("residual_private", "residual_private")
     assert model_config("muni", "digits-ita", "paper").beta == 0.1
     assert model_config("muni", "polymnist-quadrant", "quick").beta == 0.5
     assert model_config("mopoe", "digits-ita", "quick").beta == 2.5, "a baseline took MUNI's preset"

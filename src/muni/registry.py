@@ -97,8 +97,14 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 # at 0.1 it returns, and every Digits-ITA column rises (docs/results/ita-probes.md, sections 1
 # and 3). PolyMNIST-QL keeps 0.5: there 0.1 raises coherence but lowers the within-condition
 # diversity from 0.16-0.23 to 0.10-0.15 (2 seeds, `benchmarks/pq_beta.sh`), against issue 15's aim.
+#
+# Digits-ITA also keeps the mean decoders. MUNI's default residual_private refiner draws private
+# detail the mean lacks; on Digits-ITA at the quick budget the shared latent has not learned the
+# quadrant, the image mean is faint, and the refiner draws digit strokes the condition does not
+# ask for: (T+A)->I digit 0.578 -> 0.180, unconditional 0.038 -> 0.008 (seed 0, 3000 steps;
+# docs/results/decoders.md).
 METHOD_PRESETS: dict[str, dict[str, list[str]]] = {
-    "digits-ita": {"muni": ["beta=0.1"]},
+    "digits-ita": {"muni": ["beta=0.1", "codec.image_decoder=gaussian", "codec.audio_decoder=gaussian"]},
 }
 
 

@@ -68,8 +68,8 @@ _ABLATION = {
     "decoder=private": Row("muni", ("model.codec.image_decoder=private", "model.codec.audio_decoder=private")),
     "decoder=residual_flow": Row("muni", ("model.codec.image_decoder=residual_flow",
                                           "model.codec.audio_decoder=residual_flow")),
-    "decoder=residual_private": Row("muni", ("model.codec.image_decoder=residual_private",
-                                             "model.codec.audio_decoder=residual_private")),
+    "decoder=gaussian": Row("muni", ("model.codec.image_decoder=gaussian",  # the default until
+                                     "model.codec.audio_decoder=gaussian")),  # 2026-12-02
     "detach_kinds=+categorical": Row("muni", ("model.detach_kinds=image,audio,text,categorical",)),
     "rate_target=flow_prior": Row("muni", ("model.rate_target=flow_prior",)),
     # a sampler option: scored on the default's runs, not retrained

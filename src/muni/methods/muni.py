@@ -54,8 +54,10 @@ class MuniSampling:
 @dataclass
 class MuniConfig:
     latent_dim: int = 32                     # size of the shared latent z
-    codec: CodecConfig = field(default_factory=lambda: CodecConfig(  # encoder/decoder backbones; mean
-        image_decoder="gaussian", audio_decoder="gaussian"))  # decoders won the quick benchmark (README)
+    codec: CodecConfig = field(default_factory=lambda: CodecConfig(  # encoder/decoder backbones; the mean
+        image_decoder="residual_private", audio_decoder="residual_private"))  # decoder plus a private
+                                             # refiner: coherence of the mean decoder, twice its coherent
+                                             # diversity (docs/results/decoders.md)
     aggregation: Literal["set", "poe"] = "set"               # route 1: subset posterior q(z | x_S)
     agg_hidden: int = 256                    # hidden width of the set aggregator's MLP
     logvar_max: float = 10.0                 # soft upper bound of the posterior log-variance,
