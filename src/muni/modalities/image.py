@@ -249,6 +249,15 @@ class FlowDecoder(Decoder):
         return from_signed(x1, self.modality.kind).clamp(lo, hi)
 
 
+def posterior_draw(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reparameterised draw from the diagonal Gaussian whose mean and log-variance are the two
+    halves of `stats` (log-variance clamped to [-10, 10]), and its KL to N(0, I): (B, d), (B,)."""
+    mu, logvar = stats.chunk(2, dim=1)
+    logvar = logvar.clamp(-10.0, 10.0)
+    w = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+    return w, 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+
 class PrivateDecoder(Decoder):
     """A mean decoder over ``(z, w)`` with a per-modality private latent ``w`` (MMVAE+, Palumbo
     et al. 2023, inside MUNI's objective): private detail (the writer, stroke width, the
@@ -275,11 +284,8 @@ class PrivateDecoder(Decoder):
     def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
         own = torch.ones(b, dtype=torch.bool, device=x.device) if own is None else own
-        mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, dw) each
-        logvar = logvar.clamp(-10.0, 10.0)
-        w_post = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        w = torch.where(own[:, None], w_post, torch.randn_like(mu))  # (B, dw)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,)
+        w_post, kl = posterior_draw(self.encoder(x))  # (B, dw), (B,)
+        w = torch.where(own[:, None], w_post, torch.randn_like(w_post))  # (B, dw)
         return self.decoder.loss(x, torch.cat([z, w], 1)) + self.beta * kl * own
 
     def mean(self, z: torch.Tensor) -> torch.Tensor:
@@ -398,10 +404,7 @@ class ResidualPrivateDecoder(Decoder):
         # are a random subset
         xs, raw_s = x[:k], raw[:k].detach()
         mean_s = self.mean_decoder.mean_from_raw(raw_s)
-        m, logvar = self.encoder(torch.cat([xs, mean_s], 1)).chunk(2, dim=1)  # (k, dw) each
-        logvar = logvar.clamp(-10.0, 10.0)
-        w = m + (0.5 * logvar).exp() * torch.randn_like(m)
-        kl = 0.5 * (m.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (k,)
+        w, kl = posterior_draw(self.encoder(torch.cat([xs, mean_s], 1)))  # (k, dw), (k,)
         elbo = self._nll(xs, self._refine(raw_s, z[:k].detach(), w)) + self.beta * kl
         return nll + F.pad(elbo * (b / k), (0, b - k))
 
@@ -415,16 +418,18 @@ class ResidualPrivateDecoder(Decoder):
         var = se.mean().detach().clamp_min(1e-4)
         return 0.5 * (se / var + var.log() + math.log(2.0 * math.pi)).sum(1)
 
+    def _decode(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The refined output for ``(z, w)`` in model format, (B, C, H, W)."""
+        return self.mean_decoder.mean_from_raw(self._refine(self.mean_decoder._raw(z), z, w))
+
     def mean(self, z: torch.Tensor) -> torch.Tensor:
         """The refined output at the prior's mode ``w = 0``, (B, C, H, W)."""
-        w = z.new_zeros(z.shape[0], self.private_dim)
-        return self.mean_decoder.mean_from_raw(self._refine(self.mean_decoder._raw(z), z, w))
+        return self._decode(z, z.new_zeros(z.shape[0], self.private_dim))
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, *, generator: torch.Generator | None = None,
                temperature: float = 1.0, nfe: int | None = None) -> torch.Tensor:
         w = temperature * torch.randn((z.shape[0], self.private_dim), generator=generator,
                                       device=z.device, dtype=z.dtype)  # (B, dw)
-        out = self.mean_decoder.mean_from_raw(self._refine(self.mean_decoder._raw(z), z, w))
         lo, hi = SAMPLE_CLAMP[self.modality.kind]
-        return out.clamp(lo, hi)
+        return self._decode(z, w).clamp(lo, hi)
