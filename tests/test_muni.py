@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from muni.config import apply_overrides
 from muni.errors import ConfigError, InputError
-from muni.methods.muni import Muni, MuniConfig
+from muni.methods.muni import Muni, MuniConfig, TeachingBalance
 from muni.modalities.base import Modality
 from muni.modalities import CodecConfig
 
@@ -94,6 +95,27 @@ def test_full_detach_self_recon_trains_no_encoder_but_the_decoder():
     g = encoder_grads(m, terms["self/a"])
     assert g == {"a": 0.0, "b": 0.0, "c": 0.0}
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.decoders["a"].parameters())
+
+
+@pytest.mark.parametrize("self_recon", ["full_detach", "target_detached"])
+def test_detach_warmup_phases_the_stop_gradient_in(self_recon):
+    """During the first detach_warmup steps the observed encoder gets a share 1 - step / W of
+    the attached self-reconstruction gradient (values unchanged); after them, and outside the
+    training loop, none."""
+    def self_grads(m, step=None):
+        if step is not None:
+            m.begin_step(step)
+        torch.manual_seed(2)
+        terms = m.routed_terms(tiny_batch(), MASK_AC)
+        return terms["self/a"].detach(), encoder_grads(m, terms["self/a"])["a"]
+
+    value, attached = self_grads(model(self_recon="attached"))
+    m = model(self_recon=self_recon, detach_warmup=4)
+    assert attached > 0 and self_grads(m)[1] == 0.0             # never told a step: detached
+    for step, share in ((0, 1.0), (1, 0.75), (3, 0.25), (4, 0.0), (9, 0.0)):
+        v, g = self_grads(m, step)
+        assert torch.isclose(v, value, rtol=1e-5), step
+        assert g == pytest.approx(share * attached, rel=1e-4), step
 
 
 @pytest.mark.parametrize("decoder", ["private", "residual_private"])
@@ -180,6 +202,70 @@ def test_free_nats_make_the_rate_below_the_floor_free():
     assert torch.isclose(terms["rate_floored"], terms["rate"], rtol=1e-4)  # a floor of ~0 binds nowhere
     out = model(free_nats=1e6).loss(tiny_batch())
     assert "rate_floored" not in out and out["rate"] > 0
+
+
+def test_beta_warmup_ramps_the_rate_weight_in_training_only():
+    """KL annealing: the rate's weight is beta * (step + 1) / beta_warmup during the first
+    beta_warmup training steps, then beta; outside the training loop it is beta."""
+    m = model(beta=0.5, beta_warmup=4)
+    assert m.rate_weight() == 0.5                              # never told a step: the full weight
+    weights = []
+    for step in (0, 1, 3, 10):
+        m.begin_step(step)
+        weights.append(m.rate_weight())
+    assert weights == [0.125, 0.25, 0.5, 0.5]
+    losses = []
+    for step in (0, 10):
+        m.begin_step(step)
+        torch.manual_seed(1)
+        out = m.loss(tiny_batch())
+        losses.append((out["loss"], out["rate"]))
+    (early, rate), (late, rate_late) = losses
+    assert torch.equal(rate, rate_late)                        # same draws: only the weight moved
+    assert torch.isclose(late - early, (0.5 - 0.125) * rate, rtol=0.05, atol=1e-3)
+    assert model(beta=0.5).rate_weight() == 0.5
+    with pytest.raises(ConfigError, match="beta_warmup"):
+        MuniConfig(beta_warmup=-1)
+
+
+def test_teaching_balance_gives_every_target_the_mean_gradient_norm():
+    bal = TeachingBalance(2, momentum=0.5)
+    for _ in range(2):   # the first backward seeds the running norms; the second is balanced
+        a, b = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+        (10 * bal(a, 0)).sum().add(bal(b, 1).sum()).backward()
+    n0, n1 = 10 * math.sqrt(12), math.sqrt(12)                  # the raw norms
+    assert torch.allclose(bal.norms, torch.tensor([n0, n1]))
+    assert float(a.grad.norm()) == pytest.approx((n0 + n1) / 2, rel=1e-5)
+    assert float(b.grad.norm()) == pytest.approx((n0 + n1) / 2, rel=1e-5)
+    with torch.no_grad():
+        assert bal(a, 0) is a                                    # no graph, no hook
+    half = TeachingBalance(2, strength=0.5, momentum=0.0)
+    for _ in range(2):
+        a, b = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+        (10 * half(a, 0)).sum().add(half(b, 1).sum()).backward()
+    mean = (n0 + n1) / 2                                         # norms moved halfway (geometrically)
+    assert float(a.grad.norm()) == pytest.approx(n0 * (mean / n0) ** 0.5, rel=1e-5)
+    assert float(b.grad.norm()) == pytest.approx(n1 * (mean / n1) ** 0.5, rel=1e-5)
+    with pytest.raises(ConfigError, match="target_balance"):
+        MuniConfig(target_balance=1.5)
+
+
+def test_target_balance_changes_gradients_not_values():
+    torch.manual_seed(3)
+    plain = model()
+    balanced = model(target_balance=1.0)
+    assert "balance.norms" in balanced.state_dict() and "balance.norms" not in plain.state_dict()
+    values = []
+    for m in (plain, balanced):
+        torch.manual_seed(4)
+        out = m.loss(tiny_batch())
+        values.append(out["loss"].detach())
+        m.zero_grad(set_to_none=True)
+        out["loss"].backward()
+    assert torch.equal(values[0], values[1])
+    assert bool((balanced.balance.norms > 0).all())              # every target taught
+    assert not all(torch.equal(p.grad, q.grad) for p, q in zip(plain.encoders.parameters(),
+                                                                balanced.encoders.parameters()))
 
 
 def test_cross_prediction_trains_observed_encoders_only():

@@ -247,6 +247,18 @@ def test_shared_generator_inside_train_follows_step(tmp_path):
     assert not math.isclose(draws[0], draws[1])
 
 
+def test_begin_step_gets_the_steps_done_also_after_a_resume(tmp_path):
+    seen = []
+
+    class Counting(ToyModel):
+        def begin_step(self, step):
+            seen.append(step)
+
+    train(Counting(), toy_dataset(), cfg(steps=4, ema_decay=0.0), tmp_path, progress=False)
+    train(Counting(), toy_dataset(), cfg(steps=7, ema_decay=0.0), tmp_path, resume=True, progress=False)
+    assert seen == list(range(7))
+
+
 def test_training_peak_rss_restarts_after_the_data_load() -> None:
     """The bench's memory column: a transient peak before the reset (the dataset build) must not
     show in the training peak, else every row of a suite reports the same figure."""

@@ -158,6 +158,10 @@ class Method(nn.Module):
         """Parameters frozen in the current stage (the EMA copies them exactly)."""
         return []
 
+    def begin_step(self, step: int) -> None:
+        """The training loop calls it before each step's loss with the steps done so far (also
+        after a resume), for objectives that change with training progress. No-op by default."""
+
 
 def presence(names: list[str], batch: dict[str, torch.Tensor],
              present: dict[str, torch.Tensor] | None) -> torch.Tensor | None:

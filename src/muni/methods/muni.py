@@ -68,14 +68,22 @@ class MuniConfig:
                                              # won the 3-seed ablation on every joint column (README)
     detach_kinds: tuple[str, ...] = ("image", "audio", "text")  # kinds route 2 applies to; labels carry
                                              # no private detail, so their self-reconstruction stays attached
+    detach_warmup: int = 0                   # steps over which route 2's stop-gradient is phased in: the
+                                             # encoders get a share 1 - step / detach_warmup of the
+                                             # self-reconstruction gradient (autoencoding first); 0: none
     prior_route: Literal["leave_one_out", "all_subsets", "full_set"] = "leave_one_out"      # route 3
     rate_target: Literal["standard_normal", "flow_prior"] = "standard_normal"  # KL(q || .) target
     beta: float = 0.5                        # weight of the rate (minimality) term
+    beta_warmup: int = 0                     # steps over which the rate's weight rises linearly from 0
+                                             # to beta (KL annealing, Bowman et al. 2016); 0: none
     free_nats: float = 0.0                   # rate floor: a batch's KL below it costs nothing (free
                                              # bits, Kingma et al. 2016, spread over the dimensions)
     subset_sampler: Literal["uniform", "weighted"] = "uniform"  # distribution of observed subsets S
     kind_weights: dict[str, float] = field(default_factory=lambda: {"image": 1.0, "audio": 1.0,
                                                         "categorical": 100.0, "text": 20.0})
+    target_balance: float = 0.0              # how far each target modality's teaching gradient (into the
+                                             # cross-prediction latent) moves toward the targets' mean norm:
+                                             # 0 not at all, 1 all the way (`TeachingBalance`)
     prior_hidden: int = 256                  # prior velocity MLP width
     prior_depth: int = 4                     # prior velocity MLP residual blocks
     prior_weight: float = 1.0                # weight of the prior's flow-matching loss
@@ -94,10 +102,55 @@ class MuniConfig:
             *[(n, getattr(self, n) >= 1, ">= 1") for n in ("latent_dim", "agg_hidden", "prior_hidden",
                                                            "prior_depth", "prior_nfe")],
             ("logvar_max", math.isfinite(self.logvar_max), "a finite number"),
-            *[(n, getattr(self, n) >= 0, ">= 0") for n in ("beta", "free_nats", "prior_weight", "guidance",
+            *[(n, getattr(self, n) >= 0, ">= 0") for n in ("beta", "beta_warmup", "detach_warmup", "free_nats", "prior_weight", "guidance",
                                                            "temperature", "prior_temperature")],
             ("cond_drop", 0 <= self.cond_drop < 1, "in [0, 1)"),
+            ("target_balance", 0 <= self.target_balance <= 1, "in [0, 1]"),
             ("detach_kinds", set(self.detach_kinds) <= set(KINDS), f"kinds among {', '.join(KINDS)}")])
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by the factor `TeachingBalance`
+    derives from its norm (and records that norm)."""
+
+    @staticmethod
+    def forward(ctx, z, balance, i):
+        ctx.balance, ctx.i = balance, i
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.balance.observe(ctx.i, grad), None, None
+
+
+class TeachingBalance(nn.Module):
+    """Balanced teaching: the gradient each target modality's decoder sends back into the latent
+    is multiplied by ``(mean / norm) ** strength``, where ``norm`` is that target's gradient norm
+    and ``mean`` the mean over the targets. At strength 1 every target teaches with the mean
+    norm (the sum of the norms, the overall size of the likelihood's gradient against the rate's,
+    is kept); at 0 nothing changes.
+
+    Norms are running means (momentum `momentum`) kept in a buffer, so one backward pass, which
+    reaches the targets one after another, can scale each with the others' recent norms.
+    """
+
+    def __init__(self, n: int, strength: float = 1.0, momentum: float = 0.98) -> None:
+        super().__init__()
+        self.strength, self.momentum = strength, momentum
+        self.register_buffer("norms", torch.zeros(n))            # 0: not seen yet
+
+    def forward(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        return _ScaleGrad.apply(z, self, i) if torch.is_grad_enabled() else z
+
+    @torch.no_grad()
+    def observe(self, i: int, grad: torch.Tensor) -> float:
+        norm = float(grad.norm())
+        if norm == 0.0 or not math.isfinite(norm):
+            return 1.0
+        old = float(self.norms[i])
+        self.norms[i] = norm if old == 0.0 else self.momentum * old + (1 - self.momentum) * norm
+        seen = self.norms[self.norms > 0]
+        return float(seen.mean() / self.norms[i]) ** self.strength
 
 
 class Muni(Method):
@@ -124,6 +177,28 @@ class Muni(Method):
         self.prior = FlowPrior(cfg.latent_dim, cond_dim=2 * cfg.latent_dim, hidden=cfg.prior_hidden,
                                depth=cfg.prior_depth, cond_drop=cfg.cond_drop)
         self.path = LinearPath()
+        self.balance = TeachingBalance(len(self.names), cfg.target_balance) if cfg.target_balance > 0 else None
+        self.steps_done: int | None = None       # set by the training loop (`begin_step`)
+
+    def begin_step(self, step: int) -> None:
+        self.steps_done = step
+
+    def rate_weight(self) -> float:
+        """The rate's weight now: ``beta``, ramped up from 0 over the first ``beta_warmup``
+        training steps. Outside the training loop (``steps_done`` unset) it is ``beta``."""
+        cfg = self.cfg
+        if cfg.beta_warmup <= 0 or self.steps_done is None:
+            return cfg.beta
+        return cfg.beta * min(1.0, (self.steps_done + 1) / cfg.beta_warmup)
+
+    def attached_share(self) -> float:
+        """The share of route 2's self-reconstruction gradient the encoders get now: falls
+        linearly from 1 to 0 over the first ``detach_warmup`` training steps, then 0 (the full
+        stop-gradient). Outside the training loop it is 0."""
+        cfg = self.cfg
+        if cfg.detach_warmup <= 0 or self.steps_done is None:
+            return 0.0
+        return max(0.0, 1.0 - self.steps_done / cfg.detach_warmup)
 
     # ------------------------------------------------------------------ posterior
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -210,7 +285,7 @@ class Muni(Method):
         b = next(iter(batch.values())).shape[0]
         terms = self.routed_terms(batch, self.sample_subsets(b, present=have), have)
         rate = terms.pop("rate_floored", terms["rate"])
-        total = rate * cfg.beta + terms["prior"] * cfg.prior_weight
+        total = rate * self.rate_weight() + terms["prior"] * cfg.prior_weight
         for name in self.names:
             w = cfg.kind_weights.get(self.modalities[name].kind, 1.0)
             total = total + w * (terms[f"cross/{name}"] + terms[f"self/{name}"])
@@ -251,7 +326,8 @@ class Muni(Method):
                 continue
             observed = mask[:, i]                                # (B,)
             z_self = self._self_recon_latent(h, mask, i, z, eps)  # Route 2
-            z_in = torch.where(observed[:, None], z_self, z)     # (B, d)
+            z_cross = z if self.balance is None else self.balance(z, i)
+            z_in = torch.where(observed[:, None], z_self, z_cross)  # (B, d)
             per = self.decoders[name].loss(batch[name], z_in, own=observed)  # (B,)
             if present is None:
                 terms[f"cross/{name}"] = (per * ~observed).sum() / b
@@ -275,11 +351,15 @@ class Muni(Method):
         if mode == "attached" or self.modalities[self.names[i]].kind not in self.cfg.detach_kinds:
             return z
         if mode == "full_detach":
-            return z.detach()
-        detach = torch.zeros_like(mask)
-        detach[:, i] = True                                      # stop-gradient on h_i only
-        mu_t, logvar_t = self.posterior(h, mask, detach)
-        return mu_t + (0.5 * logvar_t).exp() * eps
+            cut = z.detach()
+        else:
+            detach = torch.zeros_like(mask)
+            detach[:, i] = True                                  # stop-gradient on h_i only
+            mu_t, logvar_t = self.posterior(h, mask, detach)
+            cut = mu_t + (0.5 * logvar_t).exp() * eps
+        share = self.attached_share()
+        # The same value as `z`; the gradient is `share` of the attached one plus the rest cut.
+        return cut if share == 0 else cut + share * (z - cut)
 
     def _floored_rate(self, rate: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """Free bits (Kingma et al. 2016, Eq. 15): ``sum_j max(lambda, E_batch KL_j)`` over the d

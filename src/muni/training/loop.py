@@ -427,6 +427,7 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         if present is not None:
             present = {k: v.to(device, non_blocking=True) for k, v in present.items()}
         distributed.set_step(cfg.seed, step)
+        model.begin_step(step)
         losses = net(batch) if present is None else net(batch, present)
         spent = (time.perf_counter() - t0) / (cfg.minutes * 60) if cfg.minutes > 0 else 0.0
         terms, spent = _reduce_terms(losses, spent)
