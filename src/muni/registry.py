@@ -103,8 +103,18 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 # quadrant, the image mean is faint, and the refiner draws digit strokes the condition does not
 # ask for: (T+A)->I digit 0.578 -> 0.180, unconditional 0.038 -> 0.008 (seed 0, 3000 steps;
 # docs/results/decoders.md).
+#
+# And Digits-ITA attaches route 2 for its first 1000 steps and balances the targets' teaching
+# halfway (detach_warmup, target_balance). Without them the 2048-dim audio NLL is 77% of what
+# teaches the encoders, and MUNI sits on a plateau where the latent holds the digit but not the
+# quadrant until step 900 to beyond 3000, by seed; with them it leaves it by about step 1500
+# (2 of 2 seeds at 2300 steps, 3 of 3 in the 5-minute bench; docs/results/ita-probes.md,
+# section 8). PolyMNIST-QL does not take them: there the same pair lowered Single-L->I digit
+# from 0.99 to 0.74-0.78 and unconditional coherence from 0.72-0.75 to 0.24-0.28 (2 seeds,
+# 3000 steps, section 8).
 METHOD_PRESETS: dict[str, dict[str, list[str]]] = {
-    "digits-ita": {"muni": ["beta=0.1", "codec.image_decoder=gaussian", "codec.audio_decoder=gaussian"]},
+    "digits-ita": {"muni": ["beta=0.1", "codec.image_decoder=gaussian", "codec.audio_decoder=gaussian",
+                            "detach_warmup=1000", "target_balance=0.5"]},
 }
 
 

@@ -17,6 +17,13 @@ Beyond the paper (METHOD.md, "coherent one-to-many generation"): the prior's vel
 takes the moments of a subset posterior as a condition, dropped at random during training, so
 ``conditional_sampler="prior"`` draws one broad latent that agrees with the given modalities
 and decodes every target from it; classifier-free guidance weight ``guidance``.
+
+Also beyond the paper, three switches on how the objective moves during training, off by default
+(docs/results/ita-probes.md, section 8; the Digits-ITA preset takes the last two): the rate's
+weight ramped up (``beta_warmup``), route 2's stop-gradient phased in (``detach_warmup``), and
+balanced teaching (``target_balance``, `TeachingBalance`): the gradient each target modality
+sends into the cross-prediction latent moved toward the targets' mean norm, so a
+high-dimensional target (2048-dim audio) does not drown what only smaller ones pay for.
 """
 
 from __future__ import annotations
@@ -102,8 +109,9 @@ class MuniConfig:
             *[(n, getattr(self, n) >= 1, ">= 1") for n in ("latent_dim", "agg_hidden", "prior_hidden",
                                                            "prior_depth", "prior_nfe")],
             ("logvar_max", math.isfinite(self.logvar_max), "a finite number"),
-            *[(n, getattr(self, n) >= 0, ">= 0") for n in ("beta", "beta_warmup", "detach_warmup", "free_nats", "prior_weight", "guidance",
-                                                           "temperature", "prior_temperature")],
+            *[(n, getattr(self, n) >= 0, ">= 0") for n in ("beta", "beta_warmup", "detach_warmup", "free_nats",
+                                                           "prior_weight", "guidance", "temperature",
+                                                           "prior_temperature")],
             ("cond_drop", 0 <= self.cond_drop < 1, "in [0, 1)"),
             ("target_balance", 0 <= self.target_balance <= 1, "in [0, 1]"),
             ("detach_kinds", set(self.detach_kinds) <= set(KINDS), f"kinds among {', '.join(KINDS)}")])
@@ -177,7 +185,8 @@ class Muni(Method):
         self.prior = FlowPrior(cfg.latent_dim, cond_dim=2 * cfg.latent_dim, hidden=cfg.prior_hidden,
                                depth=cfg.prior_depth, cond_drop=cfg.cond_drop)
         self.path = LinearPath()
-        self.balance = TeachingBalance(len(self.names), cfg.target_balance) if cfg.target_balance > 0 else None
+        self.balance = (TeachingBalance(len(self.names), cfg.target_balance) if cfg.target_balance > 0
+                        else None)                       # balanced teaching, when switched on
         self.steps_done: int | None = None       # set by the training loop (`begin_step`)
 
     def begin_step(self, step: int) -> None:
