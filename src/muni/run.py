@@ -38,7 +38,7 @@ from muni.data.base import make_incomplete
 from muni.errors import CheckpointError, ConfigError, InputError, MuniError
 from muni.registry import build_model, method_spec, model_config, run_preset
 from muni.training import TrainConfig, distributed as dist, train
-from muni.training.loop import FIXED, check_trainable_on
+from muni.training.loop import FIXED, LATE_DEFAULTS, check_trainable_on
 from muni.training.checkpoint import write_json_atomic
 
 RUN_FILE, SUMMARY_FILE, LOCK_FILE = "run.json", "summary.json", ".lock"
@@ -141,7 +141,8 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         out = {"method": self.method, "dataset": self.dataset, "preset": self.preset,
                "data_seed": self.data_seed, "model_config": to_dict(self.model),
-               "train_config": to_dict(self.train)}
+               "train_config": {k: v for k, v in to_dict(self.train).items()
+                                if k not in LATE_DEFAULTS or v != LATE_DEFAULTS[k]}}
         if self.data != DataConfig():
             out["data_config"] = to_dict(self.data)
         return out
@@ -273,7 +274,7 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
         from muni.training.tensorboard import TensorBoard
 
         board = TensorBoard(out / "tensorboard")  # before any work: a missing package fails fast
-    device = dist.setup()
+    device = dist.setup(spec.train.device)
     try:
         train_set = make_incomplete(load_dataset(spec.dataset, "train", spec.preset, spec.data_seed, data_dir),
                                     spec.data.incomplete, spec.data_seed)
@@ -285,6 +286,7 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
         check_trainable_on(model, train_set)  # before run.json is written
         tcfg = spec.train
         if dist.is_main():
+            log(dist.choose_device(spec.train.device)[1])
             n_params = sum(p.numel() for p in model.parameters())
             log(f"muni train: {spec.method} on {spec.dataset}/{spec.preset}, {n_params / 1e6:.2f}M parameters, "
                 f"{tcfg.steps} steps x batch {tcfg.batch_size} -> {out}")
@@ -304,6 +306,7 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
                    "train_wall_time_s": round(result.wall_time_s, 1),
                    "samples_per_s": round(result.samples_per_s, 1), "stopped_reason": result.stopped_reason,
                    "torch_threads": torch.get_num_threads(),  # train.num_threads, or torch's default
+                   "device": str(device), "precision": result.precision, "compiled": spec.train.compile,
                    "peak_rss_mib": round(max(load_peak, process_peak_rss_mib()), 1),
                    "train_peak_rss_mib": round(train_peak_rss_mib(), 1) if can_reset else None,
                    "final_losses": result.final_losses}

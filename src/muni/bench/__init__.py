@@ -33,9 +33,11 @@ def _slug(row: str) -> str:
     return "".join(c if c.isalnum() or c in "-_=." else "_" for c in row)
 
 
-def row_spec(row: Row, dataset: str, preset: str, minutes: float, seed: int) -> RunSpec:
-    """The run a row trains: its method and overrides on the preset, under the budget alone."""
-    return RunSpec.resolve(row.method, dataset, preset, seed, row.overrides).budgeted(minutes)
+def row_spec(row: Row, dataset: str, preset: str, minutes: float, seed: int, device: str = "auto") -> RunSpec:
+    """The run a row trains: its method and overrides on the preset, under the budget alone, on
+    `device` (``train.device``; auto is the default and leaves the spec's hash as it was)."""
+    extra = [f"train.device={device}"] if device != "auto" else []
+    return RunSpec.resolve(row.method, dataset, preset, seed, [*row.overrides, *extra]).budgeted(minutes)
 
 
 def train_row(out: Path, suite: str, name: str, spec: RunSpec, log=print) -> Path:
@@ -135,10 +137,11 @@ def _sweep_section(name: str, suite: Suite, out: Path, cache: dict, n: int, eval
 
 def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minutes: float | dict[str, float], n: int,
               eval_seed: int = 0, log=print, ablation_seeds: int | None = None,
-              rows: list[str] | None = None) -> dict[str, Any]:
+              rows: list[str] | None = None, device: str = "auto") -> dict[str, Any]:
     """Train, evaluate and tabulate the suites; write ``results.json`` and ``REPORT.md`` in `out`.
 
     `rows` restricts every suite to the named rows (each name must be a row of some suite).
+    `device` is where the rows train (``train.device``); evaluation runs on the CPU.
     """
     from muni.data import load_dataset
     from muni.evaluation.classifiers import load_or_train_classifiers
@@ -164,7 +167,8 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
           f"Command: `muni bench --suite {' '.join(suite_names)} --preset {preset} --seeds {seeds} "
           f"{f'--ablation-seeds {ablation_seeds} ' if ablation_seeds != seeds else ''}"
           f"--minutes {flag} --n {n} --out {out}"
-          f"{' --rows ' + ' '.join(map(shlex.quote, rows)) if rows else ''}`  ",
+          f"{' --rows ' + ' '.join(map(shlex.quote, rows)) if rows else ''}"
+          f"{' --device ' + device if device != 'auto' else ''}`  ",
           f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['platform']}), "
           f"GPU {report['machine']['gpu'] or 'none'}; every method of a suite trained for the same wall-clock "
           f"budget on this machine ({where}); {n} evaluation conditions per task, evaluation seed {eval_seed}. "
@@ -183,7 +187,7 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
         results: dict[str, list[dict[str, Any]]] = {}
         for seed in range(n_seeds):
             for row_name, row in suite.rows.items():
-                spec = row_spec(row, suite.dataset, preset, budget(name), seed)
+                spec = row_spec(row, suite.dataset, preset, budget(name), seed, device)
                 run = train_row(out, name, row_name, spec, log)
                 results.setdefault(row_name, []).append(
                     evaluate_row(out, suite, name, row_name, run, preset, n, eval_seed, cache, seed, log))

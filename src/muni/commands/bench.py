@@ -7,6 +7,7 @@ from pathlib import Path
 from muni.bench import SUITES, expand, run_bench
 from muni.data import PRESETS
 from muni.errors import ConfigError
+from muni.training.distributed import DEVICES
 
 
 def add_parser(subparsers) -> None:
@@ -25,6 +26,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="bench", help="output directory (rerun to resume)")
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="train and report only these rows of each suite (e.g. MUNI); default: all")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="where the rows train: auto = CUDA (bf16 autocast, TF32) when torch sees a GPU, "
+                        "else the CPU; evaluation runs on the CPU")
     p.set_defaults(func=cmd_bench)
 
 
@@ -48,6 +52,6 @@ def parse_minutes(items: list[str]) -> dict[str, float]:
 
 def cmd_bench(args) -> int:
     report = run_bench(expand(args.suite), args.preset, args.seeds, Path(args.out), parse_minutes(args.minutes), args.n,
-                       args.eval_seed, ablation_seeds=args.ablation_seeds, rows=args.rows)
+                       args.eval_seed, ablation_seeds=args.ablation_seeds, rows=args.rows, device=args.device)
     print(f"wrote {Path(args.out) / 'REPORT.md'} ({report['wall_time_s'] / 60:.1f} min)")
     return 0

@@ -22,6 +22,7 @@ from muni.errors import ConfigError
 from muni.paths import check_out_dir
 from muni.registry import METHODS
 from muni.run import RUN_FILE, RunSpec, run_training
+from muni.training.distributed import DEVICES
 
 
 def add_parser(subparsers) -> None:
@@ -43,6 +44,9 @@ def add_parser(subparsers) -> None:
                    help="config overrides: model.<field>=v, train.<field>=v or data.<field>=v")
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="train this run spec (a run.json) instead of --method/--dataset/--preset/--seed/--set")
+    p.add_argument("--device", default=None, choices=DEVICES,
+                   help="where to train (train.device): auto = CUDA with bf16 autocast and TF32 when torch "
+                        "sees a GPU, else the CPU in fp32; cuda without a GPU falls back to the CPU, saying so")
     p.add_argument("--dry-run", action="store_true", help="print the resolved run spec and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--tensorboard", action="store_true",
@@ -74,6 +78,8 @@ def spec_from_args(args) -> RunSpec:
 
 def cmd_train(args) -> int:
     spec = spec_from_args(args)
+    if args.device is not None:  # also beside --spec or --resume: where a run trains is not what it trains
+        spec = spec.updated([f"train.device={args.device}"])
     out = Path(args.out or f"runs/{spec.method}-{spec.dataset}-{spec.preset}-s{spec.train.seed}")
     spec.check_buildable(args.overrides)
     if args.dry_run:

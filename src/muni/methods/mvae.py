@@ -88,7 +88,7 @@ class MVAE(MultimodalVAE):
         z, kl = torch.stack(z), torch.stack(kl)                    # (T, B, d), (T, B)
 
         # Reconstruction: decoder m serves, in one pass, every term whose subset holds m.
-        rec = torch.zeros_like(kl)                                 # (T, B)
+        rec = torch.zeros(kl.shape, device=kl.device)              # (T, B), fp32 also under autocast
         terms: dict[str, torch.Tensor] = {}
         for i, name in enumerate(self.names):
             rows = [t for t, s in enumerate(terms_s) if i in s]
@@ -100,7 +100,7 @@ class MVAE(MultimodalVAE):
                 terms[f"rec/{name}"] = (nll[0].sum() / have[:, i].sum()).detach()
             else:
                 continue
-            rec = rec.index_add(0, torch.tensor(rows, device=rec.device), nll)
+            rec = rec.index_add(0, torch.tensor(rows, device=rec.device), nll.float())
         neg_elbo = rec + cfg.beta * kl                             # (T, B)
         total = neg_elbo.sum(0).mean()
         terms["kl/joint"] = kl[0].mean().detach()

@@ -34,17 +34,39 @@ class World:
         return self.rank == 0
 
 
-def setup() -> torch.device:
+DEVICES = ("auto", "cpu", "cuda")  # train.device / --device
+
+
+def choose_device(want: str = "auto") -> tuple[str, str]:
+    """The device type this process trains on, and one line saying why.
+
+    ``auto`` takes CUDA when torch sees a GPU, else the CPU; ``cuda`` without a visible GPU falls
+    back to the CPU (the line says so) rather than failing a job that a scheduler placed on a
+    CPU node; ``cpu`` is the CPU even where a GPU is present.
+    """
+    if want not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {want!r}")
+    cuda = torch.cuda.is_available()
+    if want == "cpu":
+        return "cpu", "device: cpu (--device cpu)"
+    if cuda:
+        return "cuda", f"device: cuda ({torch.cuda.get_device_name()}, --device {want})"
+    if want == "cuda":
+        return "cpu", "device: cpu -- --device cuda asked for a GPU but torch sees none; falling back to the CPU"
+    return "cpu", "device: cpu (--device auto: torch sees no CUDA device)"
+
+
+def setup(want: str = "auto") -> torch.device:
     """Join the process group described by torchrun's environment; return this rank's device.
 
     Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT`` through
-    the ``env://`` rendezvous). Uses NCCL when CUDA is available (one GPU per rank, selected by
-    ``LOCAL_RANK``) and gloo on CPU. Without torchrun it initialises nothing and returns
-    ``cuda`` when available, else ``cpu``.
+    the ``env://`` rendezvous). The device type is `choose_device` (`want`): on CUDA each rank
+    takes the GPU ``LOCAL_RANK`` and the group uses NCCL, on the CPU gloo. Without torchrun it
+    initialises no group.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
+    cuda = choose_device(want)[0] == "cuda"
     if cuda:
         torch.cuda.set_device(local_rank)
     if size > 1 and not dist.is_initialized():

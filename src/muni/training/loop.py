@@ -23,6 +23,11 @@ forked RNG, so sampling never changes the training trajectory.
 Batch and LR. ``cfg.batch_size`` is global; gradients are averaged over ranks by DDP, so a run
 on N ranks follows the single-process run with the same global batch and ``lr``.
 
+Device and precision. The loss runs under ``torch.autocast`` in bf16 when ``cfg.precision``
+resolves to it (`precision_on`: by default on CUDA, with TF32 for the fp32 matmuls left), in
+fp32 otherwise; the backward runs outside the autocast, as torch advises, and bf16 needs no
+gradient scaler. ``cfg.compile`` passes the loss module through ``torch.compile``.
+
 Divergence. A non-finite loss term or gradient norm at step ``s + 1`` raises
 `TrainingDivergedError`. The state at ``s`` is the one whose next step fails (resuming it would
 replay that step bitwise), so the run is rewound (`checkpoint.rewind`) to the newest checkpoint
@@ -69,6 +74,9 @@ class TrainingDivergedError(MuniError):
     """A loss term or the gradient norm became NaN/Inf; the run was rewound to a good checkpoint."""
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # train.precision
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping of one training run (the model has its own config)."""
@@ -88,6 +96,9 @@ class TrainConfig:
     minutes: float = 0.0                       # wall-clock budget of this call; stops at a step boundary; 0 = none
     num_threads: int = 0                       # torch CPU threads (fix it for bitwise resume); 0 = torch default
     keep_last: int = 2                         # newest checkpoints kept (>= 1), plus the one before the latest
+    device: str = "auto"                       # auto (CUDA when torch sees a GPU, else CPU), cpu or cuda (falls back to CPU, saying so)
+    precision: str = "auto"                    # auto (bf16 autocast + TF32 on CUDA, fp32 on CPU), fp32, or bf16 (autocast on either)
+    compile: bool = False                      # torch.compile the loss; the first steps pay the compilation
 
     def __post_init__(self) -> None:
         self.check()
@@ -105,7 +116,9 @@ class TrainConfig:
                  ("ckpt_every", self.ckpt_every >= 0, ">= 0"),
                  ("sample_every", self.sample_every >= 0, ">= 0"),
                  ("minutes", self.minutes >= 0, ">= 0"), ("num_threads", self.num_threads >= 0, ">= 0"),
-                 ("keep_last", self.keep_last >= 1, ">= 1")]
+                 ("keep_last", self.keep_last >= 1, ">= 1"),
+                 ("device", self.device in distributed.DEVICES, "one of " + ", ".join(distributed.DEVICES)),
+                 ("precision", self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS))]
         for name, ok, want in rules:
             if not ok:
                 raise ConfigError(f"train.{name} must be {want}, got {getattr(self, name)!r}")
@@ -120,6 +133,7 @@ class TrainResult:
     samples_per_s: float                                     # global samples per second in this call
     final_losses: dict[str, float] = field(default_factory=dict)  # means of the last logging window
     stopped_reason: str = "completed"                        # "completed" or "time budget (<minutes> min)"
+    precision: str = "fp32"                                  # what train.precision meant on the model's device
 
 
 class DataOrder:
@@ -160,7 +174,24 @@ class DataOrder:
 
 
 FIXED = ("batch_size", "seed")  # a resume cannot change these: data order and RNG streams
-RESUMABLE = ("lr", "weight_decay", "betas", "warmup_steps", "grad_clip", "ema_decay")  # recorded when changed
+RESUMABLE = ("lr", "weight_decay", "betas", "warmup_steps", "grad_clip", "ema_decay",
+             "precision", "compile")  # recorded when changed
+# Fields added after runs were made with specs lacking them: a spec writes them only when set
+# away from these defaults, so every earlier run keeps its hash (`muni.run.RunSpec.to_dict`).
+LATE_DEFAULTS = {"device": "auto", "precision": "auto", "compile": False}
+
+
+def precision_on(cfg: TrainConfig, device: torch.device) -> str:
+    """The precision `cfg.precision` means on `device`: ``bf16`` (autocast) or ``fp32``."""
+    if cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return cfg.precision
+
+
+def autocast(precision: str, device: torch.device):
+    """The training forward's autocast context: bf16 matmuls and convolutions (the reductions
+    that autocast keeps in fp32 stay there), or a no-op for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -287,8 +318,9 @@ def _restore(ck: ckpt.Checkpoint, model: nn.Module, ema: EMA | None, opt: torch.
     order.restore(ck.tensors["data/generator"], info["data_pos"])
     ckpt.restore_rng(ck.group(f"rng/{w.rank}"))
     window.sums, window.count = dict(sums), count
-    changed = {k: [old.get(k), v] for k, v in new.items()
-               if k in RESUMABLE and old.get(k) != (list(v) if isinstance(v, tuple) else v)}
+    was = {**LATE_DEFAULTS, **old}  # a checkpoint from before a field existed ran at its default
+    changed = {k: [was.get(k), v] for k, v in new.items()
+               if k in RESUMABLE and was.get(k) != (list(v) if isinstance(v, tuple) else v)}
     return float(info["elapsed_s"]), changed
 
 
@@ -333,7 +365,9 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     dataset : MultimodalDataset
         The training split; batches are ``dataset.batch(indices)`` (no DataLoader).
     cfg : TrainConfig
-        Optimisation and bookkeeping settings.
+        Optimisation and bookkeeping settings. The model trains where it is (``cfg.device`` is
+        read by `muni.run.run_training`, which builds it there); ``cfg.precision`` sets the
+        forward's autocast (`precision_on`), ``cfg.compile`` wraps the loss in ``torch.compile``.
     out_dir : path
         Run directory: ``log.csv``, ``ckpt-<step>/``, ``latest``. Must be writable; a fresh run
         refuses a directory that already holds checkpoints.
@@ -387,10 +421,15 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     _seed_all(cfg.seed + w.rank)
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device  # cfg.device is where `muni train` builds it
+    precision = precision_on(cfg, device)
+    if device.type == "cuda":  # fp32 matmuls outside autocast: TF32 unless fp32 was asked for
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "bf16"
 
     check_trainable_on(model, dataset)
     net = distributed.wrap(model, complete=dataset.complete)
+    if cfg.compile:
+        net = torch.compile(net)
     opt = _optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, w.rank, w.size)
@@ -428,7 +467,8 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
             present = {k: v.to(device, non_blocking=True) for k, v in present.items()}
         distributed.set_step(cfg.seed, step)
         model.begin_step(step)
-        losses = net(batch) if present is None else net(batch, present)
+        with autocast(precision, device):
+            losses = net(batch) if present is None else net(batch, present)
         spent = (time.perf_counter() - t0) / (cfg.minutes * 60) if cfg.minutes > 0 else 0.0
         terms, spent = _reduce_terms(losses, spent)
         stop = spent > 1.0
@@ -489,7 +529,7 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     wall = time.perf_counter() - t0
     return TrainResult(steps_done=step, wall_time_s=wall,
                        samples_per_s=steps_run * cfg.batch_size / max(wall, 1e-9),
-                       final_losses=final, stopped_reason=stopped)
+                       final_losses=final, stopped_reason=stopped, precision=precision)
 
 
 def _sample(model: nn.Module, ema: EMA | None, on_sample: Callable[[nn.Module, int, Path], None],
