@@ -6,9 +6,11 @@
 #
 # Writes OUT_DIR/device_check.md (the machine, both throughput tables, the paper run's summary),
 # OUT_DIR/train_speed_*.md and OUT_DIR/paper_log.csv: few files, as the device tool brings back
-# at most 8. Settings (environment): MUNI_DATA_DIR (default ./.device-data), PYTHON (default
-# python3), SPEED_STEPS (default 50), PAPER_DATASET (default digits-ita), PAPER_PRESET (default
-# paper; quick to smoke-test the script on a CPU), PAPER_MINUTES (default 3).
+# at most 8. Settings (environment):
+#   MUNI_DATA_DIR  raw data (default ./.device-data)     PYTHON         default python3
+#   SPEED_STEPS    steps per timing window (default 50)  SPEED_OPTIONS  default "fp32 bf16 compile+bf16"
+#   PAPER_DATASET  default digits-ita                    PAPER_MINUTES  default 3
+#   PAPER_PRESET   default paper (quick, with SPEED_OPTIONS=fp32, smoke-tests the script on a CPU)
 #
 # It runs from the checkout without installing muni (PYTHONPATH=src), under the python that holds
 # the machine's CUDA torch. Through the device tool, where ../shared does not travel, copy the
@@ -26,6 +28,7 @@ export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export MUNI_DATA_DIR=${MUNI_DATA_DIR:-$ROOT/.device-data}
 export MUNI_CACHE_DIR=${MUNI_CACHE_DIR:-${TMPDIR:-/tmp}/muni-device-cache}
 SPEED_STEPS=${SPEED_STEPS:-50}
+SPEED_OPTIONS=${SPEED_OPTIONS:-fp32 bf16 compile+bf16}
 PAPER_DATASET=${PAPER_DATASET:-digits-ita}
 PAPER_PRESET=${PAPER_PRESET:-paper}
 PAPER_MINUTES=${PAPER_MINUTES:-3}
@@ -36,7 +39,7 @@ t0=$(date +%s)
 {
   echo "# Device check ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo
-  echo "Command: \`bash benchmarks/device_check.sh OUT\` (SPEED_STEPS=$SPEED_STEPS PAPER_DATASET=$PAPER_DATASET" \
+  echo "Command: \`bash benchmarks/device_check.sh OUT\` (SPEED_STEPS=$SPEED_STEPS SPEED_OPTIONS=\"$SPEED_OPTIONS\" PAPER_DATASET=$PAPER_DATASET" \
        "PAPER_PRESET=$PAPER_PRESET PAPER_MINUTES=$PAPER_MINUTES), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
   echo
   echo '```'
@@ -48,7 +51,7 @@ t0=$(date +%s)
 
 for ds in polymnist-quadrant digits-ita; do
   "$PY" benchmarks/train_speed.py --dataset "$ds" --methods muni mopoe --steps "$SPEED_STEPS" \
-      --options fp32 bf16 compile+bf16 --out "$OUT/train_speed_$ds.md"
+      --options $SPEED_OPTIONS --out "$OUT/train_speed_$ds.md"
   sed 's/^# /## /' "$OUT/train_speed_$ds.md" >> "$OUT/device_check.md"
   echo >> "$OUT/device_check.md"
 done
