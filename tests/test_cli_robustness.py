@@ -459,6 +459,7 @@ def test_sample_rejects_bad_given(given_, needles, run_dir, files, out, capsys):
     (["--given", "digit=1", "--targets", "img", "nope"], ["--targets", "'nope'"]),
     (["--given", "digit=1", "--targets", "img", "img"], ["targets", "duplicates"]),
     (["--unconditional", "--sample", "conditional_sampler=magic"], ["conditional_sampler", "'magic'"]),
+    (["--unconditional", "--sample", "precision=fp16"], ["precision", "fp32, bf16", "'fp16'"]),
 ])
 def test_sample_rejects_bad_options(extra, needles, run_dir, out, capsys):
     assert_rejected(["sample", str(run_dir), *extra, "--out", str(out)], capsys, *needles, out_dir=out)

@@ -118,3 +118,28 @@ def test_compiled_steps_give_the_eager_losses(tiny_polymnist, tmp_path, monkeypa
     assert losses[True].keys() == losses[False].keys()
     for k, v in losses[False].items():
         assert losses[True][k] == pytest.approx(v, rel=1e-3, abs=1e-3), k
+
+
+def test_bf16_sampling_runs_in_bf16_and_returns_fp32(tiny_polymnist):
+    from muni.evaluation.report import WithSampling
+    from muni.methods.base import generate_with
+
+    spec = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 0, TINY_MUNI)
+    torch.manual_seed(0)
+    model = spec.build_model().eval()
+    names = list(model.modalities)
+    out = {}
+    with torch.no_grad():
+        for precision in ("fp32", "bf16"):
+            seen, hooks = _dtypes_seen(model)
+            out[precision] = generate_with(model, {}, names, n=4, generator=torch.Generator().manual_seed(0),
+                                           precision=precision)
+            for h in hooks:
+                h.remove()
+            assert seen == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        via_wrapper = WithSampling(model, precision="bf16").generate({}, names, n=4,
+                                                                    generator=torch.Generator().manual_seed(0))
+    for name, x in out["bf16"].items():
+        assert x.dtype == out["fp32"][name].dtype and x.shape == out["fp32"][name].shape
+        assert torch.equal(x, via_wrapper[name])
+    assert out["bf16"]["view0"].dtype == torch.float32

@@ -215,12 +215,15 @@ def test_sampling_options_reach_generate_and_unknown_ones_are_refused(pq):
     assert set(model.seen) == {3.0} and res["config"]["sampling"] == {"guidance": 3.0}
     with pytest.raises(InputError, match="'prior_nfe'.*takes: guidance"):
         WithSampling(model, prior_nfe=4)
-    with pytest.raises(InputError, match="takes: none"):
+    with pytest.raises(InputError, match="takes: precision"):
         WithSampling(Oracle(ds), guidance=2)
     # one parser for the command line (KEY=VALUE, typed by the method's Sampling) and Python
     assert sampling_options(Muni, ["guidance=6", "prior_nfe=16", "conditional_sampler=posterior"]) == {
         "guidance": 6.0, "prior_nfe": 16, "conditional_sampler": "posterior"}
     assert sampling_options(Muni, {"temperature": 0}) == {"temperature": 0.0}
+    assert sampling_options(Oracle, ["precision=bf16"]) == {"precision": "bf16"}  # every model takes it
+    with pytest.raises(InputError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        sampling_options(Muni, ["precision=fp16"])
     for bad, msg in ((["guidance"], "KEY=VALUE"), (["prior_nfe=1.5"], "prior_nfe"), (["prior_nfe=0"], ">= 1"),
                      ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
                      (["conditional_sampler=magic"], "conditional_sampler"), (["nfe=4"], "'nfe'.*takes: ")):

@@ -145,13 +145,15 @@ def generate_batches(model, given: dict[str, torch.Tensor], targets: list[str], 
     when there is more than one); `given` holds `n` rows, or nothing (unconditional)."""
     from tqdm.auto import tqdm
 
+    from muni.methods.base import generate_with
+
     parts = []
     with tqdm(total=n, desc="sample", unit="sample", disable=n <= SAMPLE_BATCH) as bar:
         for start in range(0, n, SAMPLE_BATCH):
             k = min(SAMPLE_BATCH, n - start)
             rows = {name: x[start:start + k] for name, x in given.items()}
-            parts.append(model.generate(rows, targets, n=None if given else k, generator=generator,
-                                        **options))
+            parts.append(generate_with(model, rows, targets, n=None if given else k, generator=generator,
+                                       **options))
             bar.update(k)
     return {t: torch.cat([p[t] for p in parts]) for t in parts[0]}
 

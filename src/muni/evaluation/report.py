@@ -38,7 +38,7 @@ from muni.evaluation import coherence, frechet  # noqa: E402
 from muni.data.base import complete_tuples  # noqa: E402
 from muni.errors import MuniError  # noqa: E402
 from muni.evaluation.classifiers import MIN_ACCURACY, Classifiers, load_or_train_classifiers  # noqa: E402
-from muni.methods.base import Generative, sampling_options  # noqa: E402
+from muni.methods.base import Generative, generate_with, sampling_options  # noqa: E402
 from muni.modalities import writers  # noqa: E402
 
 SHEET_ROWS = 8
@@ -146,15 +146,15 @@ def versions() -> dict[str, str]:
 
 class WithSampling:
     """`model` whose `generate` always receives the sampler options `kwargs` (e.g. ``guidance``,
-    ``prior_nfe``, ``conditional_sampler``), parsed and checked by `sampling_options`: an option
-    the method lacks is refused up front, by name."""
+    ``prior_nfe``, ``conditional_sampler``, and ``precision`` for any model), parsed and checked
+    by `sampling_options`: an option the method lacks is refused up front, by name."""
 
     def __init__(self, model: Generative, **kwargs: Any):
         self.model, self.modalities, self.Sampling = model, model.modalities, model.Sampling
         self.kwargs = sampling_options(model, kwargs)
 
     def generate(self, given, targets, n=None, generator=None):
-        return self.model.generate(given, targets, n=n, generator=generator, **self.kwargs)
+        return generate_with(self.model, given, targets, n=n, generator=generator, **self.kwargs)
 
 
 def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", n: int = 500,

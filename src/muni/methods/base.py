@@ -15,6 +15,8 @@ Generation: ``generate(given, targets, n=None, generator=None, **options) -> dic
 - ``options`` are the method's sampler options, the fields of its ``Sampling`` dataclass
   (e.g. MUNI's ``guidance``, ``prior_nfe``); `sampling_options` parses and checks them, the one
   route by which ``muni sample --sample``, ``muni eval run --sample`` and the bench set them.
+  One option every model takes: ``precision=bf16`` runs ``generate`` under bf16 autocast and
+  returns fp32 (`generate_with`, which every caller of ``generate`` with options goes through).
 
 Training stages: a method trained in stages (JointFlow: autoencoders, then the flow) declares
 them with `Method.stages`; the training loop moves it from one to the next (`Stage`).
@@ -49,6 +51,7 @@ _OPTION_RULES = {
     "prior_temperature": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "guidance": (math.isfinite, "a finite number"),
 }
+PRECISIONS = ("fp32", "bf16")  # the sampler option every model takes (`generate_with`)
 
 
 def sampling_options(model_or_cls: Any, options: dict[str, Any] | list[str] | tuple[str, ...] | None,
@@ -68,7 +71,7 @@ def sampling_options(model_or_cls: Any, options: dict[str, Any] | list[str] | tu
     >>> sampling_options(Oracle, ["guidance=2"])
     Traceback (most recent call last):
     ...
-    muni.errors.InputError: sampling option 'guidance' is not one Oracle takes; it takes: none
+    muni.errors.InputError: sampling option 'guidance' is not one Oracle takes; it takes: precision
     """
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
     spec = model_or_cls.Sampling
@@ -82,21 +85,43 @@ def sampling_options(model_or_cls: Any, options: dict[str, Any] | list[str] | tu
                 raise InputError(f"--sample expects KEY=VALUE, got {item!r}")
             parsed[key.strip()] = value
         options = parsed
+    options = dict(options)
+    precision = options.pop("precision", None)
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"sampling option precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     known = [f.name for f in dataclasses.fields(spec)]
     for key in options:
         if key not in known:
             raise InputError(f"sampling option {key!r} is not one {cls.__name__} takes; "
-                             f"it takes: {', '.join(known) or 'none'}")
+                             f"it takes: {', '.join([*known, 'precision'])}")
     try:
-        values = dataclasses.asdict(from_dict(spec, dict(options), prefix="sampling option "))
+        values = dataclasses.asdict(from_dict(spec, options, prefix="sampling option "))
     except ConfigError as e:
         raise InputError(str(e)) from None
     out = {k: v for k, v in values.items() if k in options and v is not None}
+    if precision is not None:
+        out["precision"] = precision
     for key, v in out.items():
         ok, want = _OPTION_RULES.get(key, (lambda _: True, ""))
         if not isinstance(v, str) and not ok(v):
             raise InputError(f"sampling option {key} must be {want}, got {v!r}")
     return out
+
+
+def generate_with(model: Any, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
+                  generator: torch.Generator | None = None, **options: Any) -> dict[str, torch.Tensor]:
+    """``model.generate`` with the options `sampling_options` returned: ``precision=bf16`` runs it
+    under bf16 autocast (matmuls and convolutions in bf16; on a CPU with AMX, or a GPU, about
+    twice the samples per second) and casts the floating outputs back to fp32; the method's
+    own options are passed through."""
+    precision = options.pop("precision", "fp32")
+    try:
+        device = next(model.parameters()).device
+    except (AttributeError, StopIteration):  # reference models hold no weights
+        device = torch.device("cpu")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = model.generate(given, targets, n=n, generator=generator, **options)
+    return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
 
 
 @dataclass(frozen=True)
