@@ -12,7 +12,7 @@ from muni.registry import METHODS
 from muni.run import RunSpec, run_training
 from muni.training import TrainConfig, train
 from muni.training.distributed import choose_device
-from muni.training.loop import autocast
+from muni.methods.base import autocast
 
 TINY_MUNI = ("model.codec.width=8", "model.codec.embed_dim=16", "model.codec.mlp_width=16",
              "model.latent_dim=4", "model.prior_hidden=16", "model.prior_depth=1", "model.agg_hidden=16",

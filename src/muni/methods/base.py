@@ -51,7 +51,7 @@ _OPTION_RULES = {
     "prior_temperature": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "guidance": (math.isfinite, "a finite number"),
 }
-PRECISIONS = ("fp32", "bf16")  # the sampler option every model takes (`generate_with`)
+PRECISIONS = ("fp32", "bf16")  # the sampler option every model takes (`generate_with`), and train.precision's
 
 
 def sampling_options(model_or_cls: Any, options: dict[str, Any] | list[str] | tuple[str, ...] | None,
@@ -108,6 +108,13 @@ def sampling_options(model_or_cls: Any, options: dict[str, Any] | list[str] | tu
     return out
 
 
+def autocast(precision: str, device: torch.device):
+    """The autocast context of `precision` (one of `PRECISIONS`) on `device`: bf16 matmuls and
+    convolutions (the reductions autocast keeps in fp32 stay there), or a no-op for fp32. The
+    training loop's forward and `generate_with` both use it."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def generate_with(model: Any, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
                   generator: torch.Generator | None = None, **options: Any) -> dict[str, torch.Tensor]:
     """``model.generate`` with the options `sampling_options` returned: ``precision=bf16`` runs it
@@ -119,7 +126,7 @@ def generate_with(model: Any, given: dict[str, torch.Tensor], targets: list[str]
         device = next(model.parameters()).device
     except (AttributeError, StopIteration):  # reference models hold no weights
         device = torch.device("cpu")
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with autocast(precision, device):
         out = model.generate(given, targets, n=n, generator=generator, **options)
     return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
 

@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from muni.config import to_dict
 from muni.data.base import MultimodalDataset
 from muni.errors import CheckpointError, ConfigError, MuniError
-from muni.methods.base import Method, stage_at
+from muni.methods.base import PRECISIONS as AUTOCAST_PRECISIONS, Method, autocast, stage_at
 from muni.training import checkpoint as ckpt
 from muni.training import distributed
 from muni.training.ema import EMA
@@ -74,7 +74,7 @@ class TrainingDivergedError(MuniError):
     """A loss term or the gradient norm became NaN/Inf; the run was rewound to a good checkpoint."""
 
 
-PRECISIONS = ("auto", "fp32", "bf16")  # train.precision
+PRECISIONS = ("auto", *AUTOCAST_PRECISIONS)  # train.precision: auto resolves by device (`precision_on`)
 
 
 @dataclass
@@ -186,12 +186,6 @@ def precision_on(cfg: TrainConfig, device: torch.device) -> str:
     if cfg.precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return cfg.precision
-
-
-def autocast(precision: str, device: torch.device):
-    """The training forward's autocast context: bf16 matmuls and convolutions (the reductions
-    that autocast keeps in fp32 stay there), or a no-op for fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
