@@ -52,7 +52,8 @@ class Suite:
 
 
 _BASELINES = {"MVAE": Row("mvae"), "MMVAE": Row("mmvae"), "MoPoE": Row("mopoe"),
-              "HELVAE": Row("helvae"), "JointFlow": Row("jointflow")}
+              "HELVAE": Row("helvae"), "JointFlow": Row("jointflow"),
+              "MMGen": Row("mmgen")}
 _PRIOR_NFE_SPEED = ({"prior_nfe": 8}, {"prior_nfe": 32})
 _MUNI_SPEED = {"MUNI": _PRIOR_NFE_SPEED}
 
@@ -80,8 +81,8 @@ SUITES: dict[str, Suite] = {
     "polymnist-quadrant": Suite("polymnist-quadrant", {**_BASELINES, "MUNI": Row("muni")},
                                 "PolyMNIST-Quadrant-Labels: the paper's controlled table",
                                 {"MUNI": (NFE_SWEEP, GUIDANCE_SWEEP)}, _MUNI_SPEED),
-    "digits-ita": Suite("digits-ita", {"JointFlow": Row("jointflow"), "MoPoE": Row("mopoe"),
-                                       "MUNI": Row("muni")},
+    "digits-ita": Suite("digits-ita", {"JointFlow": Row("jointflow"), "MMGen": Row("mmgen"),
+                                       "MoPoE": Row("mopoe"), "MUNI": Row("muni")},
                         "Digits-ITA: image-text-audio, many-to-one and unconditional",
                         {"MUNI": (NFE_SWEEP,)}, _MUNI_SPEED),
     "ablation": Suite("polymnist-quadrant", _ABLATION, "one row per MUNI switch value, everything else fixed",

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +112,7 @@ class JointFlowSampling:
 
 
 # ---------------------------------------------------------------------------- velocity network
-class _Block(nn.Module):
+class AdaLNBlock(nn.Module):
     """Transformer block with per-token adaLN-Zero conditioning (Sec. 3.2 [4])."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float):
@@ -168,7 +168,7 @@ class JointVelocity(nn.Module):
         self.token_embed = nn.Parameter(0.02 * torch.randn(m, width))
         self.role_embed = nn.Parameter(0.02 * torch.randn(m, 3, width))
         self.time_embed = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
-        self.blocks = nn.ModuleList(_Block(width, heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(AdaLNBlock(width, heads, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.modulation_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.w_out = nn.Parameter(torch.zeros(m, width, d))
@@ -226,8 +226,74 @@ def joint_euler(velocity_fn: JointVelocityFn, z: torch.Tensor, role: torch.Tenso
     return z
 
 
+# ---------------------------------------------------------------------------- training times
+def sample_times(b: int, m: int, p_given: float, p_absent: float, device=None,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoupled training times and roles of `b` samples over `m` modalities, (B, M) each.
+
+    ``t_m ~ U[0, 1)`` independently per sample and modality; then each modality is GIVEN
+    (``t_m = 1``) with prob. `p_given`, ABSENT (``t_m = 0``) with prob. `p_absent`, else
+    GENERATE. A sample with every modality GIVEN has one, chosen uniformly, set to GENERATE.
+    """
+    t = torch.rand(b, m, device=device, generator=generator)
+    u = torch.rand(b, m, device=device, generator=generator)
+    role = torch.full((b, m), GENERATE, dtype=torch.long, device=device)
+    role[u < p_given] = GIVEN
+    role[(u >= p_given) & (u < p_given + p_absent)] = ABSENT
+    pick = torch.randint(0, m, (b,), device=device, generator=generator)
+    all_given = (role == GIVEN).all(1)
+    role[all_given, pick[all_given]] = GENERATE
+    t = torch.where(role == GIVEN, 1.0, torch.where(role == ABSENT, 0.0, t))
+    return t, role
+
+
 # ---------------------------------------------------------------------------- the model
-class JointFlow(Method):
+class TwoStageFlow(Method):
+    """What JointFlow and MMGen share: two training stages (autoencoders, then a flow over their
+    frozen latents) kept in the ``switched`` buffer, and the decoupled training times.
+
+    A subclass sets `AUTOENCODERS`, the top-level module names frozen in stage 2, and has a
+    config with ``ae_steps``, ``ae_fraction``, ``p_given`` and ``p_absent``, and ``names``.
+    """
+
+    AUTOENCODERS: ClassVar[tuple[str, ...]] = ()
+
+    def _init_stages(self) -> None:
+        self.register_buffer("switched", torch.zeros((), dtype=torch.bool))     # stage 1 is over
+
+    def stages(self) -> tuple[Stage, ...]:
+        return (Stage("autoencoders", self.cfg.ae_steps, self.cfg.ae_fraction), Stage("flow"))
+
+    def current_stage(self) -> int:
+        return int(bool(self.switched))
+
+    def enter_stage(self, index: int) -> None:
+        if index not in (0, 1):
+            raise ValueError(f"{type(self).__name__} has two training stages, not {index + 1}")
+        self.switched.fill_(index == 1)
+
+    @property
+    def stage(self) -> int:
+        """1 while training the autoencoders, 2 while training the flow."""
+        return self.current_stage() + 1
+
+    def frozen_parameter_names(self) -> list[str]:
+        """Parameters frozen now (the autoencoders in stage 2): the EMA copies them exactly."""
+        if self.stage == 1:
+            return []
+        return [n for n, _ in self.named_parameters() if n.split(".")[0] in self.AUTOENCODERS]
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained in stage 1 (frozen in stage 2)."""
+        return [p for n in self.AUTOENCODERS for p in getattr(self, n).parameters()]
+
+    def sample_times(self, b: int, device=None, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training times and roles, (B, M) each (`sample_times`)."""
+        return sample_times(b, len(self.names), self.cfg.p_given, self.cfg.p_absent, device, generator)
+
+
+class JointFlow(TwoStageFlow):
     """Per-modality autoencoders (stage 1) + one multi-time latent flow transformer (stage 2).
 
     Args:
@@ -240,6 +306,7 @@ class JointFlow(Method):
     # The joint flow models the concatenated latents of whole tuples; a tuple that lacks a
     # modality has no latent there to noise or to condition on, so training refuses such data.
     handles_missing = False
+    AUTOENCODERS = ("encoders", "to_latent", "decoders")
 
     def __init__(self, modalities: dict[str, Modality], cfg: JointFlowConfig):
         super().__init__()
@@ -252,36 +319,10 @@ class JointFlow(Method):
         self.to_latent = nn.ModuleDict({n: nn.Linear(c.embed_dim, 2 * d) for n in self.names})
         self.decoders = nn.ModuleDict({n: build_decoder(mod, c, d) for n, mod in modalities.items()})
         self.velocity = JointVelocity(m, d, cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio)
-        self.register_buffer("switched", torch.zeros((), dtype=torch.bool))     # stage 1 is over
+        self._init_stages()
         self.register_buffer("stats_ready", torch.zeros((), dtype=torch.bool))  # shift/scale measured
         self.register_buffer("latent_shift", torch.zeros(m, d))                 # per-modality mean
         self.register_buffer("latent_scale", torch.ones(m))                     # per-modality std
-
-    def stages(self) -> tuple[Stage, ...]:
-        return (Stage("autoencoders", self.cfg.ae_steps, self.cfg.ae_fraction), Stage("flow"))
-
-    def current_stage(self) -> int:
-        return int(bool(self.switched))
-
-    def enter_stage(self, index: int) -> None:
-        if index not in (0, 1):
-            raise ValueError(f"JointFlow has two training stages, not {index + 1}")
-        self.switched.fill_(index == 1)
-
-    @property
-    def stage(self) -> int:
-        """1 while training the autoencoders, 2 while training the flow."""
-        return self.current_stage() + 1
-
-    def frozen_parameter_names(self) -> list[str]:
-        """Parameters frozen now (the autoencoders in stage 2): the EMA copies them exactly."""
-        if self.stage == 1:
-            return []
-        return [n for n, _ in self.named_parameters() if n.split(".")[0] in ("encoders", "to_latent", "decoders")]
-
-    def autoencoder_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained in stage 1 (frozen in stage 2)."""
-        return [p for mod in (self.encoders, self.to_latent, self.decoders) for p in mod.parameters()]
 
     # ------------------------------------------------------------------ autoencoders
     def posterior(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,26 +361,6 @@ class JointFlow(Method):
         self.stats_ready.fill_(True)
 
     # ------------------------------------------------------------------ objective
-    def sample_times(self, b: int, device=None, generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training times and roles, (B, M) each.
-
-        ``t_m ~ U[0, 1)`` independently per sample and modality; then each modality is GIVEN
-        (``t_m = 1``) with prob. `p_given`, ABSENT (``t_m = 0``) with prob. `p_absent`, else
-        GENERATE. A sample with every modality GIVEN has one, chosen uniformly, set to GENERATE.
-        """
-        m = len(self.names)
-        t = torch.rand(b, m, device=device, generator=generator)
-        u = torch.rand(b, m, device=device, generator=generator)
-        role = torch.full((b, m), GENERATE, dtype=torch.long, device=device)
-        role[u < self.cfg.p_given] = GIVEN
-        role[(u >= self.cfg.p_given) & (u < self.cfg.p_given + self.cfg.p_absent)] = ABSENT
-        pick = torch.randint(0, m, (b,), device=device, generator=generator)
-        all_given = (role == GIVEN).all(1)
-        role[all_given, pick[all_given]] = GENERATE
-        t = torch.where(role == GIVEN, 1.0, torch.where(role == ABSENT, 0.0, t))
-        return t, role
-
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Stage 1: autoencoder losses; stage 2: multi-time flow matching on frozen latents.
 

@@ -80,6 +80,20 @@ class ConvEncoder(Encoder):
         return self.proj(h.flatten(1))  # (B, embed_dim)
 
 
+def fixed_scale_nll(x: torch.Tensor, mu: torch.Tensor, likelihood: str, scale: float) -> torch.Tensor:
+    """Negative log-likelihood of `x` around the mean `mu`, summed over dimensions, (B,):
+    a Laplace or Gaussian of fixed `scale`, or a Bernoulli (mean in [0, 1])."""
+    s = scale
+    if likelihood == "bernoulli":
+        mu = mu.clamp(1e-6, 1 - 1e-6)
+        per = -(x * mu.log() + (1 - x) * (-mu).log1p())
+    elif likelihood == "laplace":
+        per = (x - mu).abs() / s + math.log(2.0 * s)
+    else:
+        per = 0.5 * ((x - mu) / s).pow(2) + math.log(s) + 0.5 * math.log(2.0 * math.pi)
+    return per.flatten(1).sum(1)
+
+
 class MeanDecoder(Decoder):
     """Deterministic mean ``mu(z)`` with a fixed-scale Laplace or Gaussian likelihood.
 
@@ -121,15 +135,7 @@ class MeanDecoder(Decoder):
 
     def nll(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of `x` under the fixed-scale likelihood around `mu`, (B,)."""
-        s = self.scale
-        if self.likelihood == "bernoulli":
-            mu = mu.clamp(1e-6, 1 - 1e-6)
-            per = -(x * mu.log() + (1 - x) * (-mu).log1p())
-        elif self.likelihood == "laplace":
-            per = (x - mu).abs() / s + math.log(2.0 * s)
-        else:
-            per = 0.5 * ((x - mu) / s).pow(2) + math.log(s) + 0.5 * math.log(2.0 * math.pi)
-        return per.flatten(1).sum(1)
+        return fixed_scale_nll(x, mu, self.likelihood, self.scale)
 
     def loss(self, x: torch.Tensor, z: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         return self.loss_from_raw(x, self._raw(z))
