@@ -6,7 +6,7 @@ reconstructions of real test images with the evaluation classifiers, as `ae_ceil
 a whole run. One line per configuration.
 
     python benchmarks/mmgen_autoencoder.py [--dataset polymnist-quadrant] [--seconds 150] \\
-        [--config CHANNELS:DOWNSAMPLE:WIDTH ...] [--threads 1]
+        [--config CHANNELS:DOWNSAMPLE:WIDTH[:BETA] ...] [--threads 1]
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="polymnist-quadrant")
     p.add_argument("--seconds", type=float, default=150.0, help="training budget per configuration")
-    p.add_argument("--config", nargs="+", default=["4:4:16"], help="CHANNELS:DOWNSAMPLE:WIDTH")
+    p.add_argument("--config", nargs="+", default=["4:4:16"], help="CHANNELS:DOWNSAMPLE:WIDTH[:BETA] (BETA: the KL weight, "
+                   "default 1e-3, MMGen's beta_ae)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=1000, help="test images per view")
     args = p.parse_args()
@@ -38,10 +39,12 @@ def main() -> None:
     views = [n for n, m in train.modalities.items() if m.kind == "image"]
     idx = torch.arange(args.n)
     truth = test.factor_batch(idx)
-    print("| latent (C x grid) | width | steps | seconds | " + " | ".join(f"{v} digit" for v in views) + " |")
-    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in views) + " |")
+    print("| latent (C x grid) | width | KL weight | steps | seconds | " + " | ".join(f"{v} digit" for v in views) + " |")
+    print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in views) + " |")
     for item in args.config:
-        ch, down, width = map(int, item.split(":"))
+        parts = item.split(":")
+        ch, down, width = map(int, parts[:3])
+        beta = float(parts[3]) if len(parts) > 3 else 1e-3
         torch.manual_seed(0)
         ae = SpatialAutoencoder(train.modalities[views[0]].shape, ch, width,
                                 codec.image_likelihood or codec.likelihood, codec.likelihood_scale, down)
@@ -54,7 +57,7 @@ def main() -> None:
             for v in views:
                 mu, logvar = ae.posterior(batch[v])
                 z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-                loss = loss + ae.nll(batch[v], z).mean() + 1e-3 * kl_normal(mu.flatten(1), logvar.flatten(1)).mean()
+                loss = loss + ae.nll(batch[v], z).mean() + beta * kl_normal(mu.flatten(1), logvar.flatten(1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -66,7 +69,7 @@ def main() -> None:
                 x = test.batch(idx, [v])[v]
                 recon = torch.cat([ae.mean(ae.posterior(xb)[0]) for xb in x.split(250)])
                 cells.append(f"{(clf.predict(v, recon)['digit'] == truth['digit']).float().mean().item():.3f}")
-        print(f"| {ch} x {ae.latent_shape[1]}x{ae.latent_shape[2]} | {width} | {steps} | {spent:.0f} | "
+        print(f"| {ch} x {ae.latent_shape[1]}x{ae.latent_shape[2]} | {width} | {beta:g} | {steps} | {spent:.0f} | "
               + " | ".join(cells) + " |", flush=True)
 
 

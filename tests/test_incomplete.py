@@ -136,17 +136,18 @@ def test_make_incomplete_is_seeded_zeroes_what_it_drops_and_keeps_one_modality()
     assert ds.present_batch([0, 1]) is None
 
 
-@pytest.mark.parametrize("method", ["muni", *VAES, "jointflow"])
+@pytest.mark.parametrize("method", ["muni", *VAES, "jointflow", "mmgen"])
 def test_a_tiny_incomplete_dataset_trains_or_is_refused(method, tmp_path):
     ds = make_incomplete(MultimodalDataset("toy", "train", MODS, make_batch(32)), 0.9, seed=0)
-    if method == "jointflow":
+    if method in ("jointflow", "mmgen"):
         spec = METHODS[method]
         torch.manual_seed(0)
-        model = spec.model(MODS, spec.config(latent_dim=LATENT, codec=CODEC, ae_steps=1))
+        model = spec.model(MODS, spec.config(latent_dim=LATENT, codec=CODEC, ae_steps=1, patch=1)
+                           if method == "mmgen" else spec.config(latent_dim=LATENT, codec=CODEC, ae_steps=1))
     else:
         model = build(method)
     cfg = TrainConfig(steps=3, batch_size=8, sample_every=0, ckpt_every=0, log_every=1, num_threads=1)
-    if method == "jointflow":
+    if method in ("jointflow", "mmgen"):
         with pytest.raises(ConfigError, match="incomplete tuples"):
             train(model, ds, cfg, tmp_path / "run", progress=False)
         return

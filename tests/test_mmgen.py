@@ -13,7 +13,8 @@ from muni.errors import ConfigError
 from muni.methods.base import check_generate_output
 from muni.methods.jointflow import ABSENT, GENERATE, GIVEN, sample_times
 from muni.methods.mmgen import (DecoupledTransformer, MMGen, MMGenConfig, TokenGroup, decoupled_euler,
-                                decoupled_flow_loss, group_tokens, patchify, unpatchify, ungroup_tokens)
+                                decoupled_flow_loss, group_tokens, patchify, to_velocity, unpatchify,
+                                ungroup_tokens)
 from muni.modalities import CodecConfig
 from muni.modalities.base import Modality
 
@@ -114,7 +115,7 @@ def _grads(params):
 
 
 def test_stage_switch_freezes_autoencoders_and_trains_the_transformer():
-    model = make_model(ae_steps=2)
+    model = make_model(ae_steps=2, prediction="v")
     ae, flow = model.autoencoder_parameters(), list(model.velocity.parameters())
     assert len(ae) + len(flow) == len(list(model.parameters()))
     out = model.loss(make_batch(16))
@@ -151,6 +152,24 @@ def test_flow_loss_skips_modalities_held_clean():
     assert torch.allclose(out, ref)
 
 
+def test_x_prediction_turns_the_clean_latent_into_the_path_velocity():
+    """A head that predicts the clean latent exactly gives the exact path velocity z1 - x0 (for
+    t below the clip), and a perfect x-predictor scores zero loss."""
+    names = ["x", "y"]
+    z1 = {"x": torch.randn(8, 2, 4, 4), "y": torch.randn(8, 3)}
+    x0 = {k: torch.randn_like(v) for k, v in z1.items()}
+    t = torch.rand(8, 2) * 0.9
+    zt = {n: t[:, j].view(-1, *[1] * (z1[n].dim() - 1)) * z1[n]
+          + (1 - t[:, j].view(-1, *[1] * (z1[n].dim() - 1))) * x0[n] for j, n in enumerate(names)}
+    v = to_velocity(z1, zt, t, names, "x")
+    assert all(torch.allclose(v[n], z1[n] - x0[n], atol=1e-4) for n in names)
+    assert to_velocity(z1, zt, t, names, "v") is z1
+    oracle = lambda z, tt, r: z1                                             # noqa: E731
+    role = torch.full((8, 2), GENERATE)
+    loss, _ = decoupled_flow_loss(oracle, z1, t, role, names, "x")
+    assert loss.item() < 1e-8
+
+
 # ---------------------------------------------------------------------------- a known joint
 def test_decoupled_flow_learns_a_2d_joint_conditionally_and_unconditionally():
     """Two scalar "modalities" with the joint 1/2 N((-1, -1), 0.1^2 I) + 1/2 N((1, 1), 0.1^2 I):
@@ -164,26 +183,27 @@ def test_decoupled_flow_learns_a_2d_joint_conditionally_and_unconditionally():
         s = torch.randint(0, 2, (256, 1)).float() * 2 - 1
         z1 = {"x": s + 0.1 * torch.randn(256, 1), "y": s + 0.1 * torch.randn(256, 1)}
         t, role = sample_times(256, 2, 0.25, 0.1)
-        loss, _ = decoupled_flow_loss(net, z1, t, role, names)
+        loss, _ = decoupled_flow_loss(net, z1, t, role, names, "x")
         opt.zero_grad()
         loss.backward()
         opt.step()
     net.eval()
+    field = lambda z, tt, r: to_velocity(net(z, tt, r), z, tt, names, "x")  # noqa: E731
     n = 2000
     g = torch.Generator().manual_seed(1)
     z = {k: torch.randn(n, 1, generator=g) for k in names}
-    joint = decoupled_euler(net, z, torch.full((n, 2), GENERATE), names, 50)
+    joint = decoupled_euler(field, z, torch.full((n, 2), GENERATE), names, 50)
     x, y = joint["x"][:, 0], joint["y"][:, 0]
     assert (torch.sign(x) == torch.sign(y)).float().mean() > 0.95
     assert abs((x > 0).float().mean() - 0.5) < 0.1
     assert ((x.abs() - 1).abs() < 0.4).float().mean() > 0.9
     z = {"x": torch.ones(n, 1), "y": torch.randn(n, 1, generator=g)}
     role = torch.tensor([GIVEN, GENERATE]).expand(n, 2)
-    cond = decoupled_euler(net, z, role, names, 50)["y"][:, 0]
+    cond = decoupled_euler(field, z, role, names, 50)["y"][:, 0]
     assert (cond > 0).float().mean() > 0.95 and abs(cond.median() - 1.0) < 0.2
     z = {"x": torch.randn(n, 1, generator=g), "y": torch.randn(n, 1, generator=g)}
     role = torch.tensor([GENERATE, ABSENT]).expand(n, 2)                   # the marginal of x alone
-    marg = decoupled_euler(net, z, role, names, 50)["x"][:, 0]
+    marg = decoupled_euler(field, z, role, names, 50)["x"][:, 0]
     assert abs((marg > 0).float().mean() - 0.5) < 0.1
 
 

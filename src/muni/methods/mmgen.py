@@ -27,6 +27,12 @@ factor [2]), become tokens.
   (generated, given, absent), as in JointFlow.
 - **Own output heads**: every modality has its own zero-initialised linear head; an image
   modality's head reads each location token and writes that modality's patch.
+- **Velocity or clean-latent heads**: the heads predict the velocity (``prediction="v"``, the
+  default, as SiT) or the clean latent (``"x"``, JiT [5]: the velocity is then ``(x - z_t) /
+  (1 - t)``, 1 - t clipped at 0.05, and the loss stays the velocity MSE). A grouped token
+  carries 3 x 64 = 192 latent numbers through a 128-wide network, and we thought a velocity
+  head, which must also reproduce the noise, might fail there; at 20 minutes on PolyMNIST-QL
+  both draw no digit (Single-L→I digit 0.097 with "v", 0.107 with "x"; `docs/results/mmgen.md`).
 
 Training draws ``t_m ~ U[0, 1)`` per sample and modality and holds a modality clean (``t_m =
 1``, GIVEN) with probability `p_given` or at noise (``t_m = 0``, ABSENT) with probability
@@ -45,13 +51,14 @@ References
 [3] Peebles & Xie, "Scalable Diffusion Models with Transformers" (DiT), ICCV 2023.
 [4] Bao et al., "One Transformer Fits All Distributions in Multi-Modal Diffusion at Scale"
     (UniDiffuser), ICML 2023.
+[5] Li & He, "Back to Basics: Let Denoising Generative Models Denoise" (JiT), 2025.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +74,10 @@ from muni.modalities.base import Modality
 from muni.modalities.image import fixed_scale_nll
 from muni.modalities.interface import to_signed
 from muni.training import distributed
+
+
+Prediction = Literal["x", "v"]
+T_EPS = 0.05  # x-prediction: 1 - t is clipped here when turned into a velocity (JiT's t_eps)
 
 
 def _gaussian_codec() -> CodecConfig:
@@ -95,6 +106,8 @@ class MMGenConfig:
     p_absent: float = 0.15                   # training: prob. a modality is held at noise (t_m = 0)
     nfe: int = 32                            # Euler steps of the joint sampler
     temperature: float = 1.0                 # text / audio decoder sampling temperature
+    prediction: Prediction = "v"             # what the heads predict: the velocity ("v"), or the clean
+    # latent ("x", JiT [5]) turned into a velocity; see `to_velocity`
 
     def __post_init__(self) -> None:
         self.check()
@@ -109,7 +122,8 @@ class MMGenConfig:
                   "a positive multiple of heads"),
                  ("p_given", 0 <= self.p_given < 1, "in [0, 1)"),
                  ("p_absent", 0 <= self.p_absent and self.p_given + self.p_absent < 1, "in [0, 1 - p_given)"),
-                 ("mlp_ratio", self.mlp_ratio > 0, "> 0"), ("temperature", self.temperature >= 0, ">= 0")]
+                 ("mlp_ratio", self.mlp_ratio > 0, "> 0"), ("temperature", self.temperature >= 0, ">= 0"),
+                 ("prediction", self.prediction in ("x", "v"), "'x' or 'v'")]
         for name, ok, want in rules:
             if not ok:
                 raise ConfigError(f"mmgen {name} must be {want}, got {getattr(self, name)!r}")
@@ -327,17 +341,30 @@ def decoupled_euler(velocity_fn: DictVelocityFn, z: dict[str, torch.Tensor], rol
     return z
 
 
+def to_velocity(out: dict[str, torch.Tensor], z_t: dict[str, torch.Tensor], t: torch.Tensor,
+                names: list[str], prediction: Prediction) -> dict[str, torch.Tensor]:
+    """The network's outputs as velocities: unchanged for ``"v"``; for ``"x"`` (a clean-latent
+    prediction) ``(x - z_t) / max(1 - t, T_EPS)`` per modality, with t (B, M) in `names` order."""
+    if prediction == "v":
+        return out
+    return {n: (out[n] - z_t[n]) / _per_sample((1.0 - t[:, j]).clamp_min(T_EPS), z_t[n])
+            for j, n in enumerate(names)}
+
+
 def decoupled_flow_loss(velocity: DictVelocityFn, z1: dict[str, torch.Tensor], t: torch.Tensor,
-                        role: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+                        role: torch.Tensor, names: list[str], prediction: Prediction = "v",
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flow matching with one time per modality on the linear path (t = 0 noise, t = 1 data).
 
-    Returns the loss (mean over the (sample, modality) pairs not held clean of the per-modality
-    mean squared velocity error) and that error, (B, M), with held-clean entries zeroed.
+    `velocity` is the network; its outputs are velocities, or clean latents for
+    ``prediction="x"`` (`to_velocity`). Returns the loss (mean over the (sample, modality) pairs
+    not held clean of the per-modality mean squared velocity error) and that error, (B, M), with
+    held-clean entries zeroed.
     """
     x0 = {n: torch.randn_like(z1[n]) for n in names}
     zt = {n: _per_sample(t[:, j], z1[n]) * z1[n] + (1.0 - _per_sample(t[:, j], z1[n])) * x0[n]
           for j, n in enumerate(names)}
-    v = velocity(zt, t, role)
+    v = to_velocity(velocity(zt, t, role), zt, t, names, prediction)
     per = torch.stack([(v[n] - (z1[n] - x0[n])).pow(2).flatten(1).mean(1) for n in names], 1)  # (B, M)
     trained = (role != GIVEN).to(per.dtype)
     return (per * trained).sum() / trained.sum(), per * trained
@@ -480,7 +507,7 @@ class MMGen(TwoStageFlow):
                     self._measure_latents(batch)
                 z1 = self.encode_latents({n: batch[n] for n in self.order})
             t, role = self.sample_times(ref.shape[0], device=ref.device)
-            total, per = decoupled_flow_loss(self.velocity, z1, t, role, self.order)
+            total, per = decoupled_flow_loss(self.velocity, z1, t, role, self.order, cfg.prediction)
             trained = (role != GIVEN).to(per.dtype)
             for i, n in enumerate(self.order):
                 terms[f"flow/{n}"] = (per[:, i].sum() / trained[:, i].sum().clamp_min(1.0)).detach()
@@ -505,7 +532,11 @@ class MMGen(TwoStageFlow):
                 z[n], role[:, i] = lat[n], GIVEN
             elif n in targets:
                 role[:, i] = GENERATE
-        return decoupled_euler(self.velocity, z, role, self.order, nfe or self.cfg.nfe)
+        return decoupled_euler(self.velocity_fn, z, role, self.order, nfe or self.cfg.nfe)
+
+    def velocity_fn(self, z_t: dict[str, torch.Tensor], t: torch.Tensor, role: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network as a velocity field (`to_velocity` of its outputs)."""
+        return to_velocity(self.velocity(z_t, t, role), z_t, t, self.order, self.cfg.prediction)
 
     @torch.no_grad()
     def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
