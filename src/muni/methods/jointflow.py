@@ -253,7 +253,8 @@ class TwoStageFlow(Method):
     frozen latents) kept in the ``switched`` buffer, and the decoupled training times.
 
     A subclass sets `AUTOENCODERS`, the top-level module names frozen in stage 2, and has a
-    config with ``ae_steps``, ``ae_fraction``, ``p_given`` and ``p_absent``, and ``names``.
+    config with ``ae_steps``, ``ae_fraction``, ``p_given`` and ``p_absent``, ``names`` (the
+    modalities) and ``order`` (the modalities in the order of the flow's times and buffers).
     """
 
     AUTOENCODERS: ClassVar[tuple[str, ...]] = ()
@@ -287,6 +288,16 @@ class TwoStageFlow(Method):
         """Parameters trained in stage 1 (frozen in stage 2)."""
         return [p for n in self.AUTOENCODERS for p in getattr(self, n).parameters()]
 
+    def encode_latents(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Normalised posterior means ``(mu_m - shift_m) / scale_m`` of the modalities in `batch`
+        (``posterior`` and the buffers ``latent_shift``, ``latent_scale`` in `order` are the
+        subclass's)."""
+        out = {}
+        for n, x in batch.items():
+            i = self.order.index(n)
+            out[n] = (self.posterior(n, x)[0] - self.latent_shift[i]) / self.latent_scale[i]
+        return out
+
     def sample_times(self, b: int, device=None, generator: torch.Generator | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training times and roles, (B, M) each (`sample_times`)."""
@@ -313,6 +324,7 @@ class JointFlow(TwoStageFlow):
         cfg.check()
         self.modalities = dict(modalities)
         self.names = list(modalities)
+        self.order = self.names
         self.cfg = cfg
         c, d, m = cfg.codec, cfg.latent_dim, len(self.names)
         self.encoders = nn.ModuleDict({n: build_encoder(mod, c) for n, mod in modalities.items()})
@@ -329,14 +341,6 @@ class JointFlow(TwoStageFlow):
         """``q(z_m | x_m)`` moments: mu, logvar (B, d)."""
         mu, logvar = self.to_latent[name](self.encoders[name](x)).chunk(2, dim=-1)
         return mu, logvar.clamp(-30.0, 20.0)
-
-    def encode_latents(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Normalised posterior means ``(mu_m - shift_m) / scale_m`` (B, d) of the modalities in `batch`."""
-        out = {}
-        for n, x in batch.items():
-            i = self.names.index(n)
-            out[n] = (self.posterior(n, x)[0] - self.latent_shift[i]) / self.latent_scale[i]
-        return out
 
     def decode(self, name: str, z: torch.Tensor, generator: torch.Generator | None = None,
                temperature: float = 1.0) -> torch.Tensor:

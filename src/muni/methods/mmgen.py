@@ -438,14 +438,6 @@ class MMGen(TwoStageFlow):
         mu, logvar = self.to_latent[name](self.encoders[name](x)).chunk(2, dim=-1)
         return mu, logvar.clamp(-30.0, 20.0)
 
-    def encode_latents(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Normalised posterior means ``(mu_m - shift_m) / scale_m`` of the modalities in `batch`."""
-        out = {}
-        for n, x in batch.items():
-            i = self.order.index(n)
-            out[n] = (self.posterior(n, x)[0] - self.latent_shift[i]) / self.latent_scale[i]
-        return out
-
     def decode(self, name: str, z: torch.Tensor, generator: torch.Generator | None = None,
                temperature: float = 1.0) -> torch.Tensor:
         """A sample of modality `name` from a normalised latent: the autoencoder's mean image,
