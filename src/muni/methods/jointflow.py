@@ -82,6 +82,7 @@ class JointFlowConfig:
     nfe: int = 32                            # Euler steps of the joint sampler
     temperature: float = 1.0                 # decoder sampling temperature
 
+    PREFIX: ClassVar[str] = "jointflow"      # the method named in error messages
 
     def __post_init__(self) -> None:
         self.check()
@@ -100,7 +101,7 @@ class JointFlowConfig:
                  ("temperature", self.temperature >= 0, ">= 0")]
         for name, ok, want in rules:
             if not ok:
-                raise ConfigError(f"jointflow {name} must be {want}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{self.PREFIX} {name} must be {want}, got {getattr(self, name)!r}")
 
 
 @dataclass

@@ -57,8 +57,8 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,9 @@ from muni.errors import ConfigError
 from muni.flow.velocity import timestep_embedding
 from muni.methods.aggregation import kl_normal
 from muni.methods.base import check_generate_args
-from muni.methods.jointflow import ABSENT, GENERATE, GIVEN, AdaLNBlock, TwoStageFlow
-from muni.modalities import CodecConfig, build_decoder, build_encoder
+from muni.methods.jointflow import (ABSENT, GENERATE, GIVEN, AdaLNBlock, JointFlowConfig, JointFlowSampling,
+                                   TwoStageFlow)
+from muni.modalities import build_decoder, build_encoder
 from muni.modalities.base import Modality
 from muni.modalities.image import fixed_scale_nll
 from muni.modalities.interface import to_signed
@@ -80,61 +81,32 @@ Prediction = Literal["x", "v"]
 T_EPS = 0.05  # x-prediction: 1 - t is clipped here when turned into a velocity (JiT's t_eps)
 
 
-def _gaussian_codec() -> CodecConfig:
-    return CodecConfig(image_decoder="gaussian", audio_decoder="gaussian")
-
-
 @dataclass
-class MMGenConfig:
-    latent_channels: int = 4                 # channels of the spatial image latent (H/4 x W/4)
+class MMGenConfig(JointFlowConfig):
+    """JointFlow's fields (``latent_dim`` and ``codec`` now serve text and audio; ``temperature``
+    their decoders) and MMGen's own."""
+
+    depth: int = 4                           # transformer blocks
+    latent_channels: int = 4                 # channels of the spatial image latent
     ae_width: int = 16                       # base channels of the spatial autoencoder
     ae_downsample: int = 2                   # latent grid = image / ae_downsample (2 or 4); 4 loses
     # the digit at our budgets (benchmarks/mmgen_autoencoder.py: 0.22-0.27 digit accuracy on
     # reconstructions after 150 s, against 0.79-0.80 at 2)
     patch: int = 4                           # patch side on the latent grid (must divide it): 16 tokens
     # for PolyMNIST-QL's 16 x 16 grids
-    latent_dim: int = 16                     # latent size of the text / audio autoencoders
-    codec: CodecConfig = field(default_factory=_gaussian_codec)  # text / audio backbones, likelihoods
-    ae_steps: int = 1500                     # training steps of stage 1 (presets: half the run's steps)
-    ae_fraction: float = 0.5                 # under a time budget, stage 1 ends at this fraction instead
-    beta_ae: float = 1e-3                    # KL weight of the stage-1 autoencoders
-    width: int = 128                         # transformer width
-    depth: int = 4                           # transformer blocks
-    heads: int = 4                           # attention heads
-    mlp_ratio: float = 4.0                   # MLP hidden size / width
-    p_given: float = 0.15                    # training: prob. a modality is held clean (t_m = 1)
-    p_absent: float = 0.15                   # training: prob. a modality is held at noise (t_m = 0)
-    nfe: int = 32                            # Euler steps of the joint sampler
-    temperature: float = 1.0                 # text / audio decoder sampling temperature
     prediction: Prediction = "v"             # what the heads predict: the velocity ("v"), or the clean
     # latent ("x", JiT [5]) turned into a velocity; see `to_velocity`
 
-    def __post_init__(self) -> None:
-        self.check()
+    PREFIX: ClassVar[str] = "mmgen"
 
     def check(self) -> None:
         """Raise `ConfigError` naming the first out-of-range field."""
-        rules = [*[(n, getattr(self, n) >= 1, ">= 1") for n in ("latent_channels", "ae_width", "patch",
-                                                              "latent_dim", "depth", "nfe")],
-                 ("ae_steps", self.ae_steps >= 0, ">= 0"), ("ae_fraction", 0 <= self.ae_fraction <= 1, "in [0, 1]"),
-                 ("beta_ae", self.beta_ae >= 0, ">= 0"),
-                 ("width", self.width >= 1 and self.heads >= 1 and self.width % self.heads == 0,
-                  "a positive multiple of heads"),
-                 ("p_given", 0 <= self.p_given < 1, "in [0, 1)"),
-                 ("p_absent", 0 <= self.p_absent and self.p_given + self.p_absent < 1, "in [0, 1 - p_given)"),
-                 ("mlp_ratio", self.mlp_ratio > 0, "> 0"), ("temperature", self.temperature >= 0, ">= 0"),
+        super().check()
+        rules = [*[(n, getattr(self, n) >= 1, ">= 1") for n in ("latent_channels", "ae_width", "patch")],
                  ("prediction", self.prediction in ("x", "v"), "'x' or 'v'")]
         for name, ok, want in rules:
             if not ok:
                 raise ConfigError(f"mmgen {name} must be {want}, got {getattr(self, name)!r}")
-
-
-@dataclass
-class MMGenSampling:
-    """MMGen's sampler options (`generate` keywords); None: the config's."""
-
-    nfe: int | None = None                   # Euler steps of the joint sampler
-    temperature: float | None = None         # text / audio decoder temperature
 
 
 # ---------------------------------------------------------------------------- stage 1
@@ -381,7 +353,7 @@ class MMGen(TwoStageFlow):
     """
 
     method = "mmgen"
-    Sampling = MMGenSampling
+    Sampling = JointFlowSampling             # nfe, temperature
     handles_missing = False  # the joint flow needs every modality's latent (as JointFlow)
     AUTOENCODERS = ("image_ae", "encoders", "to_latent", "decoders")
 
