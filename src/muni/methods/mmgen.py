@@ -90,7 +90,7 @@ class MMGenConfig(JointFlowConfig):
     latent_channels: int = 4                 # channels of the spatial image latent
     ae_width: int = 16                       # base channels of the spatial autoencoder
     ae_downsample: int = 2                   # latent grid = image / ae_downsample (2 or 4); 4 loses
-    # the digit at our budgets (benchmarks/mmgen_autoencoder.py: 0.22-0.27 digit accuracy on
+    # the digit at our budgets (benchmarks/mmgen_autoencoder.py: 0.18-0.27 digit accuracy on
     # reconstructions after 150 s, against 0.79-0.80 at 2)
     patch: int = 4                           # patch side on the latent grid (must divide it): 16 tokens
     # for PolyMNIST-QL's 16 x 16 grids
