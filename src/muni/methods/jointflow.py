@@ -299,6 +299,18 @@ class TwoStageFlow(Method):
             out[n] = (self.posterior(n, x)[0] - self.latent_shift[i]) / self.latent_scale[i]
         return out
 
+    @torch.no_grad()
+    def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
+                 generator: torch.Generator | None = None, *, nfe: int | None = None,
+                 temperature: float | None = None) -> dict[str, torch.Tensor]:
+        """Any-to-any generation (see `muni.methods.base`): the targets share one ODE given the
+        clean given latents (the subclass's ``sample_latents``); each is decoded by its own
+        decoder (``decode`` of ``latent_of``)."""
+        b = check_generate_args(self.modalities, given, targets, n)
+        z = self.sample_latents(given, list(targets), b, generator=generator, nfe=nfe)
+        temp = self.cfg.temperature if temperature is None else temperature
+        return {t: self.decode(t, self.latent_of(z, t), generator=generator, temperature=temp) for t in targets}
+
     def sample_times(self, b: int, device=None, generator: torch.Generator | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training times and roles, (B, M) each (`sample_times`)."""
@@ -423,14 +435,6 @@ class JointFlow(TwoStageFlow):
                 z[:, i], role[:, i] = lat[n], GIVEN
         return joint_euler(self.velocity, z, role, nfe or self.cfg.nfe)
 
-    @torch.no_grad()
-    def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
-                 generator: torch.Generator | None = None, *, nfe: int | None = None,
-                 temperature: float | None = None) -> dict[str, torch.Tensor]:
-        """Any-to-any generation (see `muni.methods.base`): targets share one ODE given the
-        clean given latents; each is decoded by its own decoder."""
-        b = check_generate_args(self.modalities, given, targets, n)
-        z = self.sample_latents(given, list(targets), b, generator=generator, nfe=nfe)
-        temp = self.cfg.temperature if temperature is None else temperature
-        return {t: self.decode(t, z[:, self.names.index(t)], generator=generator, temperature=temp)
-                for t in targets}
+    def latent_of(self, z: torch.Tensor, name: str) -> torch.Tensor:
+        """Modality `name`'s latent (B, d) in the sampler's output (B, M, d)."""
+        return z[:, self.names.index(name)]

@@ -67,7 +67,6 @@ from torch import nn
 from muni.errors import ConfigError
 from muni.flow.velocity import timestep_embedding
 from muni.methods.aggregation import kl_normal
-from muni.methods.base import check_generate_args
 from muni.methods.jointflow import (ABSENT, GENERATE, GIVEN, AdaLNBlock, JointFlowConfig, JointFlowSampling,
                                    TwoStageFlow)
 from muni.modalities import build_decoder, build_encoder
@@ -502,13 +501,6 @@ class MMGen(TwoStageFlow):
         """The network as a velocity field (`to_velocity` of its outputs)."""
         return to_velocity(self.velocity(z_t, t, role), z_t, t, self.order, self.cfg.prediction)
 
-    @torch.no_grad()
-    def generate(self, given: dict[str, torch.Tensor], targets: list[str], n: int | None = None,
-                 generator: torch.Generator | None = None, *, nfe: int | None = None,
-                 temperature: float | None = None) -> dict[str, torch.Tensor]:
-        """Any-to-any generation (see `muni.methods.base`): the targets share one ODE given the
-        clean given latents; each is decoded by its own autoencoder."""
-        b = check_generate_args(self.modalities, given, targets, n)
-        z = self.sample_latents(given, list(targets), b, generator=generator, nfe=nfe)
-        temp = self.cfg.temperature if temperature is None else temperature
-        return {t: self.decode(t, z[t], generator=generator, temperature=temp) for t in targets}
+    def latent_of(self, z: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """Modality `name`'s latent in the sampler's output (a dict by name)."""
+        return z[name]
