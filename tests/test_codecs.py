@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from muni.flow.paths import flow_matching_loss
 from muni.modalities.base import PAD_ID, Modality
 from muni.modalities import (BOS_ID, EOS_ID, CodecConfig, FlowDecoder, LabelDecoder, MeanDecoder,
                              PrivateDecoder, ResidualFlowDecoder, ResidualPrivateDecoder, TextDecoder, build_decoder, build_encoder)
-from muni.modalities.interface import to_signed
+from muni.modalities.image import posterior_draw
+from muni.modalities.interface import SAMPLE_CLAMP, to_signed
 
 TINY = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, text_width=16, flow_nfe=4)
 LATENT = 12
@@ -66,6 +68,8 @@ def randomise_flow_output(dec: nn.Module) -> None:
         nn.init.normal_(dec.net.out.weight, std=0.05)
     if isinstance(dec, ResidualPrivateDecoder):
         nn.init.normal_(dec.refiner.out.weight, std=0.05)
+        if dec.prior is not None:
+            nn.init.normal_(dec.prior[-1].weight, std=0.05)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -180,14 +184,15 @@ def test_residual_flow_loss_trains_the_flow_on_a_fraction_of_the_batch() -> None
     assert torch.allclose(g_all, g_nll, atol=1e-5)
 
 
+@pytest.mark.parametrize("prior", ["standard", "conditional"])
 @pytest.mark.parametrize("modality", [SPATIAL[0], SPATIAL[3]], ids=lambda m: m.name)
-def test_residual_private_refiner_trains_apart_from_z_on_a_fraction_of_the_batch(modality) -> None:
+def test_residual_private_refiner_trains_apart_from_z_on_a_fraction_of_the_batch(modality, prior) -> None:
     """The refiner's ELBO enters the first ``ceil(fraction * B)`` rows, scaled by ``B / k``; z and
-    the mean decoder get exactly the mean decoder's gradient; the refiner and its private encoder
-    get the rest."""
+    the mean decoder get exactly the mean decoder's gradient; the refiner, its private encoder
+    (and its conditional prior) get the rest."""
     torch.manual_seed(0)
     cfg = dataclasses.replace(TINY, image_decoder="residual_private", audio_decoder="residual_private",
-                              flow_fraction=0.5)
+                              flow_fraction=0.5, private_prior=prior)
     dec = build_decoder(modality, cfg, LATENT)
     assert isinstance(dec, ResidualPrivateDecoder)
     randomise_flow_output(dec)
@@ -200,8 +205,74 @@ def test_residual_private_refiner_trains_apart_from_z_on_a_fraction_of_the_batch
     assert torch.allclose(g_all, g_nll, atol=1e-4)
     (loss - nll).sum().backward()                          # the refiner's part alone
     assert all(p.grad is None or not p.grad.any() for p in dec.mean_decoder.parameters())
+    prior_params = [] if dec.prior is None else list(dec.prior.parameters())
     assert all(p.grad is not None and p.grad.any()
-               for p in [*dec.encoder.parameters(), *dec.refiner.parameters()] if p.dim() > 1)
+               for p in [*dec.encoder.parameters(), *dec.refiner.parameters(), *prior_params] if p.dim() > 1)
+
+
+def test_residual_private_unit_grad_keeps_the_loss_and_scales_the_refiners_gradient_by_its_variance() -> None:
+    """``private_grad="unit"``: the loss value is unchanged; the refiner's (and its encoder's)
+    gradient is the raw one times the calibrated variance; z's gradient is the mean decoder's."""
+    modality = SPATIAL[3]
+    decs = {}
+    for mode in ("raw", "unit"):
+        torch.manual_seed(0)
+        decs[mode] = build_decoder(modality, dataclasses.replace(TINY, audio_decoder="residual_private",
+                                                                private_grad=mode), LATENT)
+        randomise_flow_output(decs[mode])
+    decs["unit"].load_state_dict(decs["raw"].state_dict())
+    x, z = make_batch(modality), torch.randn(B, LATENT, requires_grad=True)
+    losses, grads = {}, {}
+    for mode, dec in decs.items():
+        torch.manual_seed(1)
+        losses[mode] = dec.loss(x, z)
+        grads[mode] = torch.autograd.grad(losses[mode].sum(), [z, dec.refiner.out.weight, *dec.encoder.parameters()])
+    assert torch.allclose(losses["unit"], losses["raw"])
+    k = math.ceil(decs["raw"].fraction * B)
+    torch.manual_seed(1)
+    mean = decs["raw"].mean_decoder.mean_from_raw(decs["raw"].mean_decoder._raw(z[:k]))
+    w, _ = posterior_draw(decs["raw"].encoder(torch.cat([x[:k], mean], 1)))
+    var = decs["raw"]._variance(x[:k], decs["raw"]._refine(decs["raw"].mean_decoder._raw(z[:k]), z[:k], w))
+    assert 1e-4 < float(var) < 1.0
+    assert torch.allclose(grads["unit"][0], grads["raw"][0], atol=1e-5)
+    for g_unit, g_raw in zip(grads["unit"][1:], grads["raw"][1:]):
+        assert torch.allclose(g_unit, var * g_raw, rtol=1e-3, atol=1e-7)
+
+
+def test_residual_private_conditional_prior_starts_at_the_standard_one_and_samples_from_p_w_given_z() -> None:
+    """``private_prior="conditional"``: zero-initialised, p(w | z) is N(0, I) (same loss as the
+    standard prior's); its KL is the Gaussian KL to p(w | z); sampling decodes
+    ``w = m(z) + temperature * s(z) * eps``, and temperature 0 decodes at ``m(z)`` (= ``mean``)."""
+    modality = SPATIAL[3]
+    cfgs = {p: dataclasses.replace(TINY, audio_decoder="residual_private", private_prior=p)
+            for p in ("standard", "conditional")}
+    torch.manual_seed(0)
+    std = build_decoder(modality, cfgs["standard"], LATENT)
+    torch.manual_seed(0)
+    cond = build_decoder(modality, cfgs["conditional"], LATENT)
+    cond.load_state_dict(std.state_dict(), strict=False)  # the same mean, encoder and refiner
+    randomise_flow_output(std)
+    cond.refiner.out.weight.data.copy_(std.refiner.out.weight)
+    x, z = make_batch(modality), torch.randn(B, LATENT)
+    torch.manual_seed(1)
+    l_std = std.loss(x, z)
+    torch.manual_seed(1)
+    assert torch.allclose(cond.loss(x, z), l_std, atol=1e-5)
+
+    nn.init.normal_(cond.prior[-1].weight, std=0.5)
+    m, logvar = cond.prior_moments(z)
+    assert m.abs().amax() > 1e-2 and logvar.abs().amax() > 1e-2
+    q_mu, q_logvar = torch.randn(B, cond.private_dim), torch.randn(B, cond.private_dim)
+    expect = torch.distributions.kl_divergence(
+        torch.distributions.Normal(q_mu, (0.5 * q_logvar).exp()), torch.distributions.Normal(m, (0.5 * logvar).exp())).sum(1)
+    assert torch.allclose(posterior_draw(torch.cat([q_mu, q_logvar], 1), (m, logvar))[1], expect, atol=1e-4)
+
+    eps = torch.randn((B, cond.private_dim), generator=torch.Generator().manual_seed(3))
+    drawn = cond.sample(z, generator=torch.Generator().manual_seed(3), temperature=0.5)
+    expect = cond._decode(z, m + 0.5 * (0.5 * logvar).exp() * eps).clamp(*SAMPLE_CLAMP["audio"])
+    assert torch.allclose(drawn, expect, atol=1e-5)
+    assert torch.allclose(cond.sample(z, temperature=0.0), cond.mean(z).clamp(*SAMPLE_CLAMP["audio"]), atol=1e-6)
+    assert torch.allclose(cond.mean(z), cond._decode(z, m), atol=1e-6)
 
 
 def test_residual_private_calibrated_likelihood_is_a_gaussian_at_the_batch_mse() -> None:

@@ -18,6 +18,8 @@ Likelihood = Literal["laplace", "gaussian"]
 ImageLikelihood = Literal["laplace", "gaussian", "bernoulli"]
 Solver = Literal["euler", "heun"]
 PrivateLikelihood = Literal["calibrated", "laplace"]
+PrivatePrior = Literal["standard", "conditional"]
+PrivateGrad = Literal["raw", "unit"]
 
 
 @dataclass
@@ -51,6 +53,10 @@ class CodecConfig:
     private_beta: float = 1.0  # weight of KL(q(w | x) || N(0, I)) in a "private" decoder's loss
     private_likelihood: PrivateLikelihood = "calibrated"  # the "residual_private" refiner's likelihood:
     # a Gaussian with the batch's MSE as variance, or the mean decoder's fixed-scale one ("laplace")
+    private_prior: PrivatePrior = "standard"  # the refiner's prior of w: N(0, I), or "conditional":
+    # a Gaussian p(w | z) from a small MLP of the (detached) shared latent (see ResidualPrivateDecoder)
+    private_grad: PrivateGrad = "raw"  # "unit": the calibrated refiner's gradient scaled by its
+    # variance, to a unit-variance Gaussian's size, so it does not take the global gradient clip
 
     def __post_init__(self) -> None:
         check_ranges("model.codec.", self, [
