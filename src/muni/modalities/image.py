@@ -401,7 +401,7 @@ class ResidualPrivateDecoder(Decoder):
     to it, as in a hierarchical VAE's top-down prior). With N(0, I), whatever ``w`` learns that
     depends on the content is drawn at random when sampling: on Digits-ITA the refiner's ``w``
     took over the spoken digit, and audio drawn from N(0, I) was read as the condition's digit
-    0.49 of the time against 0.82 at ``w = 0`` (docs/results/decoders.md). Under the conditional
+    0.46 of the time against 0.80 at ``w = 0`` (docs/results/decoders.md). Under the conditional
     prior what ``z`` predicts costs ``w`` nothing and is drawn consistently with ``z``. Sampling
     draws ``w = m(z) + temperature * s(z) * eps``; temperature 0 decodes at the prior's mean.
     """
