@@ -450,24 +450,25 @@ class ResidualPrivateDecoder(Decoder):
         prior = None if self.prior is None else self.prior_moments(zs)
         w, kl = posterior_draw(self.encoder(torch.cat([xs, mean_s], 1)), prior)  # (k, dw), (k,)
         refined = self._refine(raw_s, zs, w)
-        elbo = self._nll(xs, refined) + self.beta * kl
-        if self.unit_grad and self.likelihood == "calibrated":
-            s = self._variance(xs, refined)  # the value stays the ELBO; its gradient is s times it
-            elbo = s * elbo + (1.0 - s) * elbo.detach()
+        var = self._variance(xs, refined) if self.likelihood == "calibrated" else None
+        elbo = self._nll(xs, refined, var) + self.beta * kl
+        if self.unit_grad and var is not None:  # the value stays the ELBO; its gradient is var times it
+            elbo = var * elbo + (1.0 - var) * elbo.detach()
         return nll + F.pad(elbo * (b / k), (0, b - k))
 
     def _variance(self, x: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """The calibrated likelihood's variance: the batch's mean squared error, detached, ()."""
         return (x - self.mean_decoder.mean_from_raw(raw)).pow(2).mean().detach().clamp_min(1e-4)
 
-    def _nll(self, x: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """The refiner's negative log-likelihood of `x` given its output `raw`, (B,)."""
+    def _nll(self, x: torch.Tensor, raw: torch.Tensor, var: torch.Tensor | None = None) -> torch.Tensor:
+        """The refiner's negative log-likelihood of `x` given its output `raw`, (B,); `var`: the
+        calibrated variance if already computed."""
         if self.likelihood == "laplace":  # the mean decoder's fixed-scale likelihood
             return self.mean_decoder.loss_from_raw(x, raw)
         # calibrated: a Gaussian whose variance is the batch's mean squared error (the optimum,
         # detached; Rybkin et al. 2021), so the scale follows the fit instead of being tuned
         se = (x - self.mean_decoder.mean_from_raw(raw)).pow(2).flatten(1)  # (B, D)
-        var = self._variance(x, raw)
+        var = self._variance(x, raw) if var is None else var
         return 0.5 * (se / var + var.log() + math.log(2.0 * math.pi)).sum(1)
 
     def _decode(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
