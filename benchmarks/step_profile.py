@@ -1,7 +1,8 @@
 """Where a training step's time goes (issue 19): per module, per phase, and against the GEMM peak.
 
     python benchmarks/step_profile.py [--dataset polymnist-quadrant] [--methods muni mopoe]
-                                 [--steps 30] [--threads 2] [--out docs/results/profile.md]
+                                 [--steps 30] [--threads 2] [--set KEY=VALUE ...]
+                                 [--out docs/results/profile.md]
 
 For each method at the quick preset: the model and a real batch of the quick build, then
 `--steps` timed training steps (after 5 warm-up steps) split into data (the batch from the
@@ -57,8 +58,8 @@ def module_groups(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return out
 
 
-def profile(method: str, dataset: str, steps: int) -> dict:
-    spec = RunSpec.resolve(method, dataset, "quick")
+def profile(method: str, dataset: str, steps: int, overrides: list[str] = ()) -> dict:
+    spec = RunSpec.resolve(method, dataset, "quick", overrides=overrides)
     ds = load_dataset(dataset, "train", "quick", 0)
     torch.manual_seed(0)
     model = spec.build_model()
@@ -108,7 +109,7 @@ def profile(method: str, dataset: str, steps: int) -> dict:
             "times": {k: v / steps for k, v in times.items()}}
 
 
-def table(results: list[dict], gemm: float, threads: int, dataset: str) -> str:
+def table(results: list[dict], gemm: float, threads: int, dataset: str, overrides: list[str] = ()) -> str:
     import datetime
     import os
 
@@ -117,7 +118,8 @@ def table(results: list[dict], gemm: float, threads: int, dataset: str) -> str:
              f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; run with the "
              f"machine to itself.", "",
              f"fp32 GEMM (2048², same process): **{gemm:.1f} GFLOP/s**. Command: "
-             f"`python benchmarks/step_profile.py --dataset {dataset} --threads {threads}`.", ""]
+             f"`python benchmarks/step_profile.py --dataset {dataset} --threads {threads}"
+             f"{' --set ' + ' '.join(overrides) if overrides else ''}`.", ""]
     for r in results:
         t = r["times"]
         step = sum(v for k, v in t.items() if k.startswith("phase:"))
@@ -141,11 +143,14 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["muni", "mopoe"])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="config overrides as in `muni train --set` (e.g. model.codec.audio_decoder=gaussian)")
     p.add_argument("--out", default=None, help="write the markdown table here too")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     gemm = gemm_gflops()
-    text = table([profile(m, args.dataset, args.steps) for m in args.methods], gemm, args.threads, args.dataset)
+    results = [profile(m, args.dataset, args.steps, args.overrides) for m in args.methods]
+    text = table(results, gemm, args.threads, args.dataset, args.overrides)
     print(text)
     if args.out:
         Path(args.out).write_text(text)
