@@ -210,6 +210,28 @@ def test_residual_private_refiner_trains_apart_from_z_on_a_fraction_of_the_batch
                for p in [*dec.encoder.parameters(), *dec.refiner.parameters(), *prior_params] if p.dim() > 1)
 
 
+def test_residual_private_start_trains_the_mean_alone_until_the_start_step() -> None:
+    """``private_start``: before that step the loss is the mean decoder's and the refiner, its
+    encoder and its prior get no gradient; from that step on (and outside training) they learn."""
+    torch.manual_seed(0)
+    modality = SPATIAL[3]
+    cfg = dataclasses.replace(TINY, audio_decoder="residual_private", private_prior="conditional",
+                              private_start=5)
+    dec = build_decoder(modality, cfg, LATENT)
+    randomise_flow_output(dec)
+    x, z = make_batch(modality), torch.randn(B, LATENT)
+    refiner = [*dec.encoder.parameters(), *dec.refiner.parameters(), *dec.prior.parameters()]
+    for step, learns in ((None, True), (0, False), (4, False), (5, True), (9, True)):
+        if step is not None:
+            dec.begin_step(step)
+        dec.zero_grad(set_to_none=True)
+        loss = dec.loss(x, z)
+        assert torch.allclose(loss, dec.mean_decoder.loss(x, z)) != learns, step
+        loss.sum().backward()
+        assert all(p.grad is not None for p in dec.mean_decoder.parameters())
+        assert all((p.grad is not None) == learns for p in refiner), step
+
+
 def test_residual_private_unit_grad_keeps_the_loss_and_scales_the_refiners_gradient_by_its_variance() -> None:
     """``private_grad="unit"``: the loss value is unchanged; the refiner's (and its encoder's)
     gradient is the raw one times the calibrated variance; z's gradient is the mean decoder's."""

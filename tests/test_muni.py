@@ -187,6 +187,25 @@ def test_every_parameter_is_in_every_steps_graph(kw):
         assert not missing, missing
 
 
+def test_refiner_start_is_passed_on_and_declared_to_ddp():
+    """``codec.private_start``: MUNI passes the step on to its decoders; before the start the
+    refiners are out of the step's graph, so the model declares ``may_skip_parameters`` (DDP
+    then looks for unused parameters); from the start on every parameter is in it."""
+    torch.manual_seed(0)
+    cfg = tiny_config(image_decoder="residual_private")
+    cfg.codec.private_start = 3
+    m = Muni(MODS, cfg)
+    assert m.may_skip_parameters and not model(image_decoder="residual_private").may_skip_parameters
+    for step, refining in ((0, False), (2, False), (3, True)):
+        m.begin_step(step)
+        m.zero_grad(set_to_none=True)
+        m.loss(tiny_batch(seed=step))["loss"].backward()
+        for name in ("a", "b"):
+            assert m.decoders[name].steps_done == step
+            assert (m.decoders[name].refiner.stem.weight.grad is not None) == refining, (name, step)
+            assert m.decoders[name].mean_decoder.parameters().__next__().grad is not None
+
+
 def test_free_nats_make_the_rate_below_the_floor_free():
     """Free bits: per-dimension batch KL under free_nats / d gives the encoders no gradient; the
     logged rate stays the true KL; with the floor at 0 the rate is the loss term itself."""

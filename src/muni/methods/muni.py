@@ -188,9 +188,13 @@ class Muni(Method):
         self.balance = (TeachingBalance(len(self.names), cfg.target_balance) if cfg.target_balance > 0
                         else None)                       # balanced teaching, when switched on
         self.steps_done: int | None = None       # set by the training loop (`begin_step`)
+        # a refiner that waits for `codec.private_start` leaves its parameters out of early steps
+        self.may_skip_parameters = any(getattr(d, "start", 0) > 0 for d in self.decoders.values())
 
     def begin_step(self, step: int) -> None:
         self.steps_done = step
+        for decoder in self.decoders.values():
+            decoder.begin_step(step)
 
     def rate_weight(self) -> float:
         """The rate's weight now: ``beta``, ramped up from 0 over the first ``beta_warmup``

@@ -57,6 +57,8 @@ class CodecConfig:
     # a Gaussian p(w | z) from a small MLP of the (detached) shared latent (see ResidualPrivateDecoder)
     private_grad: PrivateGrad = "raw"  # "unit": the calibrated refiner's gradient scaled by its
     # variance, to a unit-variance Gaussian's size, so it does not take the global gradient clip
+    private_start: int = 0  # training steps before the refiner learns (MUNI passes the step on);
+    # until then a "residual_private" decoder trains and decodes as its mean decoder, at its cost
 
     def __post_init__(self) -> None:
         check_ranges("model.codec.", self, [
@@ -64,5 +66,6 @@ class CodecConfig:
                                                            "flow_width", "flow_nfe", "text_width",
                                                            "private_dim")],
             ("private_beta", self.private_beta >= 0, ">= 0"),
+            ("private_start", self.private_start >= 0, ">= 0"),
             ("flow_fraction", 0 < self.flow_fraction <= 1, "in (0, 1]"),
             ("likelihood_scale", self.likelihood_scale > 0, "> 0")])

@@ -81,6 +81,10 @@ class Decoder(nn.Module):
         """
         raise NotImplementedError
 
+    def begin_step(self, step: int) -> None:
+        """The training steps done so far, passed on by the method before each step's loss, for
+        a decoder whose loss changes with training progress. No-op by default."""
+
     def sample(self, z: torch.Tensor, *, generator: torch.Generator | None = None,
                temperature: float = 1.0, nfe: int | None = None) -> torch.Tensor:
         """Draw one sample per latent.
