@@ -151,7 +151,7 @@ def test_a_method_preset_sets_one_method_on_one_dataset_and_user_overrides_win()
     assert (ita.image_decoder, ita.audio_decoder) == ("gaussian", "residual_private")
     assert (ita.private_prior, ita.private_grad) == ("conditional", "unit")
     assert (pq.image_decoder, pq.audio_decoder) == ("residual_private", "residual_private")
-    assert (pq.private_prior, pq.private_grad) == ("standard", "raw")
+    assert (pq.private_prior, pq.private_grad, pq.private_start) == ("standard", "unit", 1000)
     assert model_config("muni", "digits-ita", "quick").temperature == 0.3
     assert model_config("muni", "polymnist-quadrant", "quick").temperature == 1.0
     assert model_config("muni", "digits-ita", "paper").beta == 0.1

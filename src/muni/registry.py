@@ -134,7 +134,7 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 METHOD_PRESETS: dict[str, dict[str, list[str]]] = {
     "digits-ita": {"mmgen": ["patch=7"],
                    "muni": ["beta=0.1", "codec.image_decoder=gaussian", "codec.audio_decoder=residual_private",
-                            "codec.private_prior=conditional", "codec.private_grad=unit", "temperature=0.3",
+                            "codec.private_prior=conditional", "temperature=0.3",
                             "detach_warmup=1000", "target_balance=0.5"]},
 }
 

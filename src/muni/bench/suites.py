@@ -71,9 +71,9 @@ _ABLATION = {
                                           "model.codec.audio_decoder=residual_flow")),
     "decoder=gaussian": Row("muni", ("model.codec.image_decoder=gaussian",  # the default until
                                      "model.codec.audio_decoder=gaussian")),  # 2026-12-02
-    "private_grad=unit": Row("muni", ("model.codec.private_grad=unit",)),
-    "private_grad=unit, private_prior=conditional": Row("muni", ("model.codec.private_grad=unit",
-                                                                 "model.codec.private_prior=conditional")),
+    "private_grad=raw": Row("muni", ("model.codec.private_grad=raw",)),  # the default until 2026-12-03
+    "private_start=0": Row("muni", ("model.codec.private_start=0",)),   # the default until 2026-12-03
+    "private_prior=conditional": Row("muni", ("model.codec.private_prior=conditional",)),
     "detach_kinds=+categorical": Row("muni", ("model.detach_kinds=image,audio,text,categorical",)),
     "rate_target=flow_prior": Row("muni", ("model.rate_target=flow_prior",)),
     # a sampler option: scored on the default's runs, not retrained

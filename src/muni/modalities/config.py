@@ -55,9 +55,9 @@ class CodecConfig:
     # a Gaussian with the batch's MSE as variance, or the mean decoder's fixed-scale one ("laplace")
     private_prior: PrivatePrior = "standard"  # the refiner's prior of w: N(0, I), or "conditional":
     # a Gaussian p(w | z) from a small MLP of the (detached) shared latent (see ResidualPrivateDecoder)
-    private_grad: PrivateGrad = "raw"  # "unit": the calibrated refiner's gradient scaled by its
-    # variance, to a unit-variance Gaussian's size, so it does not take the global gradient clip
-    private_start: int = 0  # training steps before the refiner learns (MUNI passes the step on);
+    private_grad: PrivateGrad = "unit"  # the calibrated refiner's gradient scaled by its variance,
+    # to a unit-variance Gaussian's size, so it does not take the global gradient clip; "raw": not
+    private_start: int = 1000  # training steps before the refiner learns (MUNI passes the step on);
     # until then a "residual_private" decoder trains and decodes as its mean decoder, at its cost
 
     def __post_init__(self) -> None:
