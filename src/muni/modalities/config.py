@@ -58,7 +58,8 @@ class CodecConfig:
     private_grad: PrivateGrad = "unit"  # the calibrated refiner's gradient scaled by its variance,
     # to a unit-variance Gaussian's size, so it does not take the global gradient clip; "raw": not
     private_start: int = 1000  # training steps before the refiner learns (MUNI passes the step on);
-    # until then a "residual_private" decoder trains and decodes as its mean decoder, at its cost
+    # until then a "residual_private" decoder trains and decodes as its mean decoder, at its cost.
+    # Both defaults since 2026-12-03: PolyMNIST-QL at 2 and 20 minutes, docs/results/decoders.md
 
     def __post_init__(self) -> None:
         check_ranges("model.codec.", self, [
