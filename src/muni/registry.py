@@ -122,9 +122,9 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 #
 # Its refiner learns from step 0 (codec.private_start=0), as in the measurements above; the codec
 # default since 2026-12-03 waits for step 1000 (PolyMNIST-QL: docs/results/decoders.md). On
-# Digits-ITA the start was measured only on a machine that trained Digits-ITA 25-30% slower than
-# the one of the preset's rows (5 minutes, 3 seeds, and 20 minutes, 1 seed), so the two are not
-# comparable and the preset keeps what was measured.
+# Digits-ITA the start was measured only on a machine that trained Digits-ITA at least 11-19%
+# slower than the one of the preset's rows (5 minutes, 3 seeds, and 20 minutes, 1 seed), so the
+# two are not comparable and the preset keeps what was measured.
 #
 # And Digits-ITA attaches route 2 for its first 1000 steps and balances the targets' teaching
 # halfway (detach_warmup, target_balance). Without them the 2048-dim audio NLL is 77% of what
