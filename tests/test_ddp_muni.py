@@ -48,6 +48,8 @@ def test_torchrun_two_ranks_trains_muni(tmp_path, cache_dir, incomplete):
     # rank 0 alone prints
     assert proc.stdout.count("muni train: muni on polymnist-quadrant/quick") == 1, proc.stdout
     assert proc.stdout.count("done: 3 steps") == 1, proc.stdout
+    assert proc.stdout.count("learn from step 1000 on") == 1, proc.stdout  # the refiners' start
+    assert "so they never learn" in proc.stdout, proc.stdout
 
     # exactly one checkpoint dir (ckpt_every=0: only at the end), no temp dirs left by a second
     # writer, 'latest' points at it

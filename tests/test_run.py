@@ -233,3 +233,25 @@ def test_train_num_threads_is_applied_and_recorded(tmp_path, tiny_polymnist, mon
         assert summary["torch_threads"] == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_refiner_start_is_announced_and_a_run_too_short_for_it_is_told():
+    """`muni train` logs which decoders' refiners wait (codec.private_start), and says so when
+    the run's step cap ends before the start; a model without a waiting refiner gets no line."""
+    from muni.methods.muni import Muni, MuniConfig
+    from muni.modalities import Modality
+    from muni.modalities.config import CodecConfig
+    from muni.run import refiner_start_note
+
+    mods = {"img": Modality("img", "image", (1, 8, 8)), "label": Modality("label", "categorical", (), 2)}
+
+    def tiny(**codec) -> Muni:
+        cfg = CodecConfig(embed_dim=16, width=8, mlp_width=16, flow_width=8, flow_nfe=2, **codec)
+        return Muni(mods, MuniConfig(latent_dim=4, codec=cfg, agg_hidden=16, prior_hidden=16, prior_depth=1))
+
+    waiting = tiny(image_decoder="residual_private", private_start=50)
+    assert refiner_start_note(waiting, 3000) == ("private refiners of img learn from step 50 on "
+                                                 "(codec.private_start); until then they decode as mean decoders")
+    assert refiner_start_note(waiting, 50).endswith("this run stops at step 50 at the latest, so they never learn")
+    assert refiner_start_note(tiny(image_decoder="residual_private", private_start=0), 10) is None
+    assert refiner_start_note(tiny(image_decoder="gaussian"), 10) is None

@@ -205,6 +205,21 @@ class RunSpec:
         return {**self.to_dict(), "modalities": [m.to_json() for m in modalities.values()]}
 
 
+def refiner_start_note(model: torch.nn.Module, steps: int) -> str | None:
+    """One line naming the decoders whose refiner waits for a training step
+    (``codec.private_start``), and whether this run's step cap reaches it; None if none waits."""
+    starts = {name: dec.start for name, dec in getattr(model, "decoders", {}).items()
+              if getattr(dec, "start", 0) > 0}
+    if not starts:
+        return None
+    first = min(starts.values())
+    line = (f"private refiners of {', '.join(sorted(starts))} learn from step {first} on "
+            f"(codec.private_start); until then they decode as mean decoders")
+    if first >= steps:
+        line += f": this run stops at step {steps} at the latest, so they never learn"
+    return line
+
+
 def _flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Nested config dicts as ``{"model.codec.width": 16, ...}``."""
     out = {}
@@ -290,6 +305,9 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
             n_params = sum(p.numel() for p in model.parameters())
             log(f"muni train: {spec.method} on {spec.dataset}/{spec.preset}, {n_params / 1e6:.2f}M parameters, "
                 f"{tcfg.steps} steps x batch {tcfg.batch_size} -> {out}")
+            note = refiner_start_note(model, tcfg.steps)
+            if note:
+                log(note)
             out.mkdir(parents=True, exist_ok=True)
             spec.save(out / RUN_FILE)
         t0 = time.time()
