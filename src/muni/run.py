@@ -324,6 +324,8 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
                    "train_wall_time_s": round(result.wall_time_s, 1),
                    "samples_per_s": round(result.samples_per_s, 1), "stopped_reason": result.stopped_reason,
                    "torch_threads": torch.get_num_threads(),  # train.num_threads, or torch's default
+                   # train.num_threads=0 (adaptive): (step, threads) whenever other processes changed the count
+                   "thread_changes": [list(c) for c in result.thread_changes[:100]],
                    "device": str(device), "precision": result.precision, "compiled": spec.train.compile,
                    "peak_rss_mib": round(max(load_peak, process_peak_rss_mib()), 1),
                    "train_peak_rss_mib": round(train_peak_rss_mib(), 1) if can_reset else None,

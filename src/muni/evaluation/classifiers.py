@@ -17,6 +17,8 @@ config and the dataset recipe, so a changed recipe retrains them. Like the datas
 (`muni.data.cache`), an entry is written in a temporary sibling directory and moved into place
 in one rename, and ``classifiers.json`` records the SHA-256 and size of every weight file; an
 entry that fails the check (a file missing, truncated or altered) is logged and retrained.
+Training takes fewer torch threads while other processes keep the CPUs busy
+(`muni.training.threads.governed`), as `muni train` does.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from muni.data import digits_ita, load_dataset
 from muni.data.base import MultimodalDataset
 from muni.errors import InputError, MuniError
 from muni.modalities.base import Modality
+from muni.training.threads import governed
 from muni.paths import cache_dir
 
 # Content factors each modality kind carries (restricted to those the dataset has).
@@ -251,19 +254,21 @@ def _train_one(net: nn.Module, train: MultimodalDataset, name: str, factors: tup
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.15)
     net.train()
     bar = tqdm(total=steps, desc=f"classifier {name}", leave=False)
-    for _ in range(epochs):
-        perm = rows[torch.randperm(len(rows), generator=g)[:n]]
-        for s in range(0, n, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
-            x = train.batch(idx, [name])[name]
-            h = net(x)
-            loss = sum(nn.functional.cross_entropy(net.heads[f](h), train.factors[f][idx], ignore_index=-1)
-                       for f in factors if (train.factors[f][idx] >= 0).any())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
+    with governed() as governor:  # fewer threads while other processes keep the CPUs busy
+        for _ in range(epochs):
+            perm = rows[torch.randperm(len(rows), generator=g)[:n]]
+            for s in range(0, n, cfg.batch_size):
+                idx = perm[s:s + cfg.batch_size]
+                x = train.batch(idx, [name])[name]
+                h = net(x)
+                loss = sum(nn.functional.cross_entropy(net.heads[f](h), train.factors[f][idx], ignore_index=-1)
+                           for f in factors if (train.factors[f][idx] >= 0).any())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                governor.poll()
+                bar.update()
     bar.close()
     net.eval()
 

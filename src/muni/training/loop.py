@@ -38,6 +38,11 @@ changes in ``changes``.
 Exact resume. A checkpoint holds weights, EMA, optimizer state, the data-order generator and
 position, every rank's RNG states and the open logging window; on CPU with a fixed
 ``num_threads`` a resumed run reproduces the uninterrupted run's losses and weights bitwise.
+
+Threads. ``num_threads = 0`` (the default) trains on the CPU with torch's thread count while the
+machine is otherwise idle and with fewer while other processes keep CPUs busy
+(`threads.ThreadGovernor`, measured every 2 s); the starting count is back when `train` returns, and
+`TrainResult.thread_changes` lists every change. A fixed ``num_threads`` is never changed.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from muni.training import checkpoint as ckpt
 from muni.training import distributed
 from muni.training.ema import EMA
 from muni.training.logging import CsvLog, format_terms
+from muni.training.threads import ThreadGovernor
 
 
 _log = logging.getLogger(__name__)
@@ -94,7 +100,7 @@ class TrainConfig:
     ckpt_every: int = 1000                     # steps between checkpoints; 0 = only at the end
     sample_every: int = 0                      # steps between on_sample calls; 0 = never
     minutes: float = 0.0                       # wall-clock budget of this call; stops at a step boundary; 0 = none
-    num_threads: int = 0                       # torch CPU threads (fix it for bitwise resume); 0 = torch default
+    num_threads: int = 0                       # torch CPU threads (fix it for bitwise resume); 0 = adaptive: torch's count, fewer while other processes keep CPUs busy
     keep_last: int = 2                         # newest checkpoints kept (>= 1), plus the one before the latest
     device: str = "auto"                       # auto (CUDA when torch sees a GPU, else CPU), cpu or cuda (falls back to CPU, saying so)
     precision: str = "auto"                    # auto (bf16 autocast + TF32 on CUDA, fp32 on CPU), fp32, or bf16 (autocast on either)
@@ -134,6 +140,7 @@ class TrainResult:
     final_losses: dict[str, float] = field(default_factory=dict)  # means of the last logging window
     stopped_reason: str = "completed"                        # "completed" or "time budget (<minutes> min)"
     precision: str = "fp32"                                  # what train.precision meant on the model's device
+    thread_changes: list[tuple[int, int]] = field(default_factory=list)  # (step, threads) set by the thread governor
 
 
 class DataOrder:
@@ -414,8 +421,11 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         raise MuniError(error)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    threads_start = torch.get_num_threads()
     _seed_all(cfg.seed + w.rank)
     device = next(model.parameters()).device  # cfg.device is where `muni train` builds it
+    governor = ThreadGovernor() if not cfg.num_threads and device.type == "cpu" else None
+    thread_changes: list[tuple[int, int]] = []
     precision = precision_on(cfg, device)
     if device.type == "cuda":  # fp32 matmuls outside autocast: TF32 unless fp32 was asked for
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "bf16"
@@ -474,6 +484,7 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
             grad_norm = float(norm)
         if not math.isfinite(grad_norm):
             bar.close()
+            torch.set_num_threads(threads_start)
             good = distributed.broadcast_object(ckpt.rewind(out_dir, step) if w.is_main else None)
             what = ("gradient norm is " + str(grad_norm) if all(map(math.isfinite, terms.values()))
                     else "loss terms " + str(terms))
@@ -492,6 +503,10 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         if ema is not None:
             ema.update(model, exact=model.frozen_parameter_names())
         step += 1
+        if governor is not None and (n := governor.poll()) is not None:
+            thread_changes.append((step, n))
+            _log.warning("threads -> %d at step %d: other processes kept %.1f of %d CPUs busy",
+                      n, step, governor.others, governor.n_cpus)
         steps_win += 1
         steps_run += 1
         window.add({**terms, "grad_norm": grad_norm})
@@ -519,11 +534,13 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
             stopped = f"time budget ({cfg.minutes:g} min)"
             break
     bar.close()
+    torch.set_num_threads(threads_start)
     distributed.barrier()
     wall = time.perf_counter() - t0
     return TrainResult(steps_done=step, wall_time_s=wall,
                        samples_per_s=steps_run * cfg.batch_size / max(wall, 1e-9),
-                       final_losses=final, stopped_reason=stopped, precision=precision)
+                       final_losses=final, stopped_reason=stopped, precision=precision,
+                       thread_changes=thread_changes)
 
 
 def _sample(model: nn.Module, ema: EMA | None, on_sample: Callable[[nn.Module, int, Path], None],
