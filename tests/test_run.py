@@ -82,6 +82,7 @@ def test_run_training_writes_its_spec_summary_and_a_loadable_model(tmp_path, tin
     summary = run_training(spec, tmp_path / "run", progress=False, log=lambda s: None)
     assert summary["run_hash"] == spec.hash() and summary["steps_done"] == 2
     assert summary["torch_threads"] == 1  # train.num_threads, recorded
+    assert summary["thread_changes"] == [] and summary["other_cpus"] >= 0  # a fixed count; the load measured
     assert RunSpec.load(tmp_path / "run") == spec
     assert finished_summary(tmp_path / "run", spec) == summary
     other = RunSpec.resolve("muni", "polymnist-quadrant", "quick", 1, [*TINY_MODEL, "train.steps=2"])

@@ -33,8 +33,8 @@ class Machine:
         self.own_s += self.own_rate * seconds
         self.busy_s += (self.own_rate + self.others) * seconds
 
-    def governor(self, most: int = 2, every_s: float = 2.0) -> ThreadGovernor:
-        return ThreadGovernor(most=most, every_s=every_s, busy=lambda: self.busy_s,
+    def governor(self, most: int = 2, every_s: float = 2.0, adapt: bool = True) -> ThreadGovernor:
+        return ThreadGovernor(most=most, every_s=every_s, adapt=adapt, busy=lambda: self.busy_s,
                               own=lambda: self.own_s, clock=lambda: self.t, n_cpus=2)
 
 
@@ -67,9 +67,38 @@ def test_governor_never_exceeds_its_ceiling_and_is_inert_without_readings(keep_t
     m = Machine()
     g = m.governor(most=1)
     m.tick(5)
-    assert not g.active and g.poll() is None and torch.get_num_threads() == 1
+    assert not g.adapt and g.poll() is None and torch.get_num_threads() == 1
+    assert g.others_mean == pytest.approx(0.0)  # it still measures
     blind = ThreadGovernor(most=2, busy=lambda: None)
-    assert not blind.active and blind.poll() is None
+    assert not blind.active and blind.poll() is None and blind.others_mean is None
+
+
+def test_a_meter_measures_the_others_without_touching_the_threads(keep_threads):
+    torch.set_num_threads(2)
+    m = Machine(others=1.5)
+    g = m.governor(adapt=False)
+    assert g.others_mean is None
+    m.tick(2)
+    assert g.poll() is None and torch.get_num_threads() == 2
+    m.others = 0.5
+    m.tick(6)
+    assert g.poll() is None and torch.get_num_threads() == 2
+    assert g.others_mean == pytest.approx((1.5 * 2 + 0.5 * 6) / 8)
+
+
+def test_cost_table_names_the_rows_whose_runs_shared_the_machine():
+    from muni.evaluation.report import cost_table
+
+    def res(other):
+        return {"parameters": 1e6, "sampling": {"prior_nfe=8": 100.0}, "eval_wall_time_s": 3.0,
+                "training": {"steps_done": 10, "samples_per_s": 5.0, "train_wall_time_s": 2.0,
+                             "train_peak_rss_mib": 1.0, "peak_rss_mib": 2.0, "other_cpus": other}}
+
+    table = cost_table({"A": [res(0.02), res(0.9)], "B": [res(0.0)]})
+    assert "| 0.46 |" in table and "| 0.00 |" in table
+    assert "A (1 of 2 runs; up to 0.90 CPUs)" in table and "B (" not in table
+    assert "Not alone" not in cost_table({"B": [res(0.1)]})
+    assert "n/a" in cost_table({"old": [res(None)]})  # runs made before it was recorded
 
 
 def test_busy_seconds_counts_only_the_allowed_cpus(tmp_path):
@@ -103,7 +132,8 @@ def test_train_follows_the_governor_records_its_changes_and_restores_the_count(t
     """The suite pins 1 thread; a governor with ceiling 2 on an idle fake machine raises it to 2
     at the first measurement, the run records that, and `train` returns with 1 thread again."""
     m = Machine(others=0.0)
-    monkeypatch.setattr(loop_module, "ThreadGovernor", lambda: m.governor(most=2, every_s=0.5))
+    monkeypatch.setattr(loop_module, "ThreadGovernor",
+                        lambda adapt=True: m.governor(most=2, every_s=0.5, adapt=adapt))
     seen = []
 
     class Watch(ToyModel):
@@ -114,7 +144,7 @@ def test_train_follows_the_governor_records_its_changes_and_restores_the_count(t
     torch.manual_seed(0)
     torch.set_num_threads(1)
     res = train(Watch(), toy_dataset(), _cfg(), tmp_path / "adaptive", progress=False)
-    assert res.thread_changes == [(1, 2)]
+    assert res.thread_changes == [(1, 2)] and res.other_cpus == pytest.approx(0.0)
     assert seen == [1, 2, 2, 2, 2, 2]
     assert torch.get_num_threads() == 1
 
@@ -122,3 +152,4 @@ def test_train_follows_the_governor_records_its_changes_and_restores_the_count(t
     seen.clear()
     fixed = train(Watch(), toy_dataset(), _cfg(num_threads=1), tmp_path / "fixed", progress=False)
     assert fixed.thread_changes == [] and seen == [1] * 6  # a fixed count is never changed
+    assert fixed.other_cpus == pytest.approx(0.0)  # but the others' load is measured

@@ -326,6 +326,8 @@ def _run_training(spec: RunSpec, out: Path, resume: bool, data_dir: str | os.Pat
                    "torch_threads": torch.get_num_threads(),  # train.num_threads, or torch's default
                    # train.num_threads=0 (adaptive): (step, threads) whenever other processes changed the count
                    "thread_changes": [list(c) for c in result.thread_changes[:100]],
+                   # CPUs other processes used on average while it trained: > 0.25 = not alone
+                   "other_cpus": None if result.other_cpus is None else round(result.other_cpus, 2),
                    "device": str(device), "precision": result.precision, "compiled": spec.train.compile,
                    "peak_rss_mib": round(max(load_peak, process_peak_rss_mib()), 1),
                    "train_peak_rss_mib": round(train_peak_rss_mib(), 1) if can_reset else None,

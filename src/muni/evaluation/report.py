@@ -277,18 +277,24 @@ def main_table(results: list[dict[str, Any]]) -> str:
     return results_table([(r["model"], [r]) for r in results], layout_of(results[0]))
 
 
-def _mean_or_na(values: list) -> str:
+def _mean_or_na(values: list, fmt: str = ".0f") -> str:
     """Mean of the figures, or "n/a" when a run lacks one (runs made before it was recorded)."""
-    return "n/a" if any(v is None for v in values) else f"{np.mean(values):.0f}"
+    return "n/a" if any(v is None for v in values) else format(float(np.mean(values)), fmt)
+
+
+SHARED_CPUS = 0.25  # other processes' average CPU use above which a training run was not alone
 
 
 def cost_table(groups: dict[str, list[dict[str, Any]]]) -> str:
-    """Parameters, steps, throughput, wall time, peak memory, sampling speed and the wall time of
-    one evaluation (``muni eval run``'s tasks, classifiers loaded) per row."""
+    """Parameters, steps, throughput, wall time, peak memory, the CPUs other processes used while
+    it trained, sampling speed and the wall time of one evaluation (``muni eval run``'s tasks,
+    classifiers loaded) per row; a note below names the rows with runs that shared the machine
+    (other processes above `SHARED_CPUS` on average), whose throughput and steps are too low."""
     lines = ["| method | parameters | steps reached | train samples/s | train wall time (s) "
-             "| peak RSS in training (MiB) | peak RSS of the process (MiB) | sampling samples/s "
-             "| evaluation wall time (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| peak RSS in training (MiB) | peak RSS of the process (MiB) "
+             "| other processes' CPUs in training | sampling samples/s | evaluation wall time (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    shared = []
     for row, rs in groups.items():
         tr = [r["training"] for r in rs]
         samp = rs[0]["sampling"]
@@ -297,8 +303,15 @@ def cost_table(groups: dict[str, list[dict[str, Any]]]) -> str:
                      f"| {np.mean([t['train_wall_time_s'] for t in tr]):.0f} "
                      f"| {_mean_or_na([t.get('train_peak_rss_mib') for t in tr])} "
                      f"| {_mean_or_na([t.get('peak_rss_mib') for t in tr])} "
+                     f"| {_mean_or_na([t.get('other_cpus') for t in tr], '.2f')} "
                      f"| {', '.join(f'{k}: {v}' for k, v in samp.items())} "
                      f"| {_mean_or_na([r.get('eval_wall_time_s') for r in rs])} |")
+        busy = [t["other_cpus"] for t in tr if (t.get("other_cpus") or 0) > SHARED_CPUS]
+        if busy:
+            shared.append(f"{row} ({len(busy)} of {len(tr)} runs; up to {max(busy):.2f} CPUs)")
+    if shared:
+        lines += ["", "**Not alone:** other processes kept CPUs busy while these trained, so their "
+                  "steps and throughput are below what the machine gives one run: " + "; ".join(shared) + "."]
     return "\n".join(lines)
 
 

@@ -42,7 +42,9 @@ position, every rank's RNG states and the open logging window; on CPU with a fix
 Threads. ``num_threads = 0`` (the default) trains on the CPU with torch's thread count while the
 machine is otherwise idle and with fewer while other processes keep CPUs busy
 (`threads.ThreadGovernor`, measured every 2 s); the starting count is back when `train` returns, and
-`TrainResult.thread_changes` lists every change. A fixed ``num_threads`` is never changed.
+`TrainResult.thread_changes` lists every change. A fixed ``num_threads`` is never changed. Either
+way `TrainResult.other_cpus` is the CPUs other processes used on average while it trained: a
+throughput is only worth reporting where it is near 0.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class TrainResult:
     stopped_reason: str = "completed"                        # "completed" or "time budget (<minutes> min)"
     precision: str = "fp32"                                  # what train.precision meant on the model's device
     thread_changes: list[tuple[int, int]] = field(default_factory=list)  # (step, threads) set by the thread governor
+    other_cpus: float | None = None                          # CPUs other processes used on average (CPU runs, Linux)
 
 
 class DataOrder:
@@ -424,7 +427,8 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
     threads_start = torch.get_num_threads()
     _seed_all(cfg.seed + w.rank)
     device = next(model.parameters()).device  # cfg.device is where `muni train` builds it
-    governor = ThreadGovernor() if not cfg.num_threads and device.type == "cpu" else None
+    # adapts with num_threads=0; with a fixed count it only measures the other processes' load
+    governor = ThreadGovernor(adapt=not cfg.num_threads) if device.type == "cpu" else None
     thread_changes: list[tuple[int, int]] = []
     precision = precision_on(cfg, device)
     if device.type == "cuda":  # fp32 matmuls outside autocast: TF32 unless fp32 was asked for
@@ -535,12 +539,15 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
             break
     bar.close()
     torch.set_num_threads(threads_start)
+    if governor is not None:
+        governor.measure()  # the run's last seconds
     distributed.barrier()
     wall = time.perf_counter() - t0
     return TrainResult(steps_done=step, wall_time_s=wall,
                        samples_per_s=steps_run * cfg.batch_size / max(wall, 1e-9),
                        final_losses=final, stopped_reason=stopped, precision=precision,
-                       thread_changes=thread_changes)
+                       thread_changes=thread_changes,
+                       other_cpus=governor.others_mean if governor is not None else None)
 
 
 def _sample(model: nn.Module, ema: EMA | None, on_sample: Callable[[nn.Module, int, Path], None],

@@ -14,8 +14,10 @@ free. Every ``every_s`` seconds of wall time it reads how busy this process's CP
     threads = clamp(round(len(cpus) - others), 1, most)
 
 where ``most`` is the count it started from (torch's default, or ``OMP_NUM_THREADS``). It
-therefore never goes above what the user or torch chose, and with ``most = 1`` it does nothing.
-Off Linux (no ``/proc/stat``) it does nothing either. A change of thread count may change the
+therefore never goes above what the user or torch chose, and with ``most = 1`` or
+``adapt=False`` it only measures: `others_mean`, the CPUs the other processes used on average,
+tells whether a run had the machine to itself (`muni train` records it as ``other_cpus``).
+Off Linux (no ``/proc/stat``) it does nothing. A change of thread count may change the
 last bits of some kernels' sums, so a run that must resume bitwise fixes ``train.num_threads``.
 """
 
@@ -63,11 +65,12 @@ class ThreadGovernor:
     """Sets torch's intra-op threads to the CPUs other processes leave free (module docstring).
 
     Call `poll` once per training step; it measures only every ``every_s`` seconds and returns
-    the new thread count when it changed it, else None. ``busy`` (CPU-seconds busy on this
-    process's CPUs), ``own`` (this process's CPU-seconds) and ``clock`` are injectable for tests.
+    the new thread count when it changed it, else None; with ``adapt=False`` it never changes
+    it. ``busy`` (CPU-seconds busy on this process's CPUs), ``own`` (this process's CPU-seconds)
+    and ``clock`` are injectable for tests.
     """
 
-    def __init__(self, most: int | None = None, every_s: float = 2.0,
+    def __init__(self, most: int | None = None, every_s: float = 2.0, adapt: bool = True,
                  busy: Callable[[], float | None] | None = None,
                  own: Callable[[], float] = time.process_time,
                  clock: Callable[[], float] = time.monotonic, n_cpus: int | None = None) -> None:
@@ -78,29 +81,42 @@ class ThreadGovernor:
         self._busy = busy or (lambda: busy_seconds(cpus))
         self._own, self._clock = own, clock
         self.others = 0.0  # CPUs the other processes kept busy in the last window
-        first = self._busy() if self.most > 1 else None
+        self._others_s = self._measured_s = 0.0  # their CPU-seconds, and the wall seconds measured
+        first = self._busy()
         self.active = first is not None
+        self.adapt = adapt and self.most > 1 and self.active
         self._last = (self._clock(), first, self._own())
+
+    @property
+    def others_mean(self) -> float | None:
+        """CPUs the other processes used on average over the windows measured so far (None
+        before the first)."""
+        return self._others_s / self._measured_s if self._measured_s > 0 else None
 
     def poll(self) -> int | None:
         """Re-measure if ``every_s`` has passed; set and return the new thread count if it
         changed, else None."""
-        if not self.active:
+        if not self.active or self._clock() - self._last[0] < self.every_s or not self.measure():
             return None
-        now = self._clock()
-        t, busy, own = self._last
-        if now - t < self.every_s:
-            return None
-        busy_now, own_now = self._busy(), self._own()
-        self._last = (now, busy_now, own_now)
-        if busy_now is None or busy is None:
-            return None
-        self.others = max(0.0, (busy_now - busy) - (own_now - own)) / (now - t)
         want = threads_for(self.n_cpus - self.others, self.most)
-        if want == torch.get_num_threads():
+        if not self.adapt or want == torch.get_num_threads():
             return None
         torch.set_num_threads(want)
         return want
+
+    def measure(self) -> bool:
+        """Close the current window: update `others` and `others_mean` from it (call it once at
+        the end of a run so that its last seconds count). False where nothing could be read."""
+        now = self._clock()
+        t, busy, own = self._last
+        busy_now, own_now = self._busy(), self._own()
+        self._last = (now, busy_now, own_now)
+        if busy_now is None or busy is None or now <= t:
+            return False
+        self.others = max(0.0, (busy_now - busy) - (own_now - own)) / (now - t)
+        self._others_s += self.others * (now - t)
+        self._measured_s += now - t
+        return True
 
 
 @contextmanager
