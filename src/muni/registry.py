@@ -124,7 +124,9 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 # default since 2026-12-03 waits for step 1000 (PolyMNIST-QL: docs/results/decoders.md). On
 # Digits-ITA the start was measured only on a machine that trained Digits-ITA at least 11-19%
 # slower than the one of the preset's rows (5 minutes, 3 seeds, and 20 minutes, 1 seed), so the
-# two are not comparable and the preset keeps what was measured.
+# two are not comparable and the preset keeps what was measured. A 5-minute pair on one machine
+# (3 seeds each, docs/results/refiner-start/ita5-*) put the start level or better (higher on 7 of
+# 10 columns, mostly within one seed spread); a 20-minute pair on one machine is still missing.
 #
 # And Digits-ITA attaches route 2 for its first 1000 steps and balances the targets' teaching
 # halfway (detach_warmup, target_balance). Without them the 2048-dim audio NLL is 77% of what
