@@ -510,7 +510,7 @@ def train(model: Method, dataset: MultimodalDataset, cfg: TrainConfig, out_dir: 
         if governor is not None and (n := governor.poll()) is not None:
             thread_changes.append((step, n))
             _log.warning("threads -> %d at step %d: other processes kept %.1f of %d CPUs busy",
-                      n, step, governor.others, governor.n_cpus)
+                         n, step, governor.others, governor.n_cpus)
         steps_win += 1
         steps_run += 1
         window.add({**terms, "grad_norm": grad_norm})

@@ -120,11 +120,11 @@ class ThreadGovernor:
 
 
 @contextmanager
-def governed(enabled: bool = True) -> Iterator[ThreadGovernor | None]:
-    """A `ThreadGovernor` for the block (None when not `enabled`); the thread count it started
-    from is back when the block ends, however it ends."""
+def governed() -> Iterator[ThreadGovernor]:
+    """A `ThreadGovernor` for the block; the thread count it started from is back when the block
+    ends, however it ends."""
     start = torch.get_num_threads()
     try:
-        yield ThreadGovernor() if enabled else None
+        yield ThreadGovernor()
     finally:
         torch.set_num_threads(start)
