@@ -30,7 +30,7 @@ def test_suites_name_registered_methods_and_expand():
     for name, suite in SUITES.items():
         assert all(row.method in METHODS for row in suite.rows.values()), name
         assert set(suite.sweeps) <= set(suite.rows) and set(suite.speed_options) <= set(suite.rows), name
-    assert expand(["all"]) == ["polymnist-quadrant", "digits-ita", "ablation"]
+    assert expand(["all"]) == ["polymnist-quadrant", "digits-ita", "ablation", "ablation-ita"]
     with pytest.raises(ConfigError, match="unknown suite"):
         expand(["nope"])
 
@@ -42,6 +42,14 @@ def test_ablation_rows_differ_from_default_by_one_switch():
         if name != "MUNI (default)":  # one training switch (one or two keys), or one sampler option
             assert (1 <= len(row.overrides) <= 2 and not row.sampling) or (not row.overrides and len(row.sampling) == 1)
     assert len(set(rows.values())) == len(rows), "two ablation rows are identical"
+
+
+def test_the_digits_ita_ablation_overrides_the_presets_refiner_start():
+    """The row's override comes after the dataset's method preset (which sets the start to 0)."""
+    rows = SUITES["ablation-ita"].rows
+    start = {name: row_spec(row, "digits-ita", "quick", 5, 0).model.codec.private_start
+             for name, row in rows.items()}
+    assert start == {"MUNI (preset)": 0, "private_start=1000": 1000}
 
 
 def test_run_hash_changes_with_any_setting():

@@ -126,7 +126,8 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 # slower than the one of the preset's rows (5 minutes, 3 seeds, and 20 minutes, 1 seed), so the
 # two are not comparable and the preset keeps what was measured. A 5-minute pair on one machine
 # (3 seeds each, docs/results/refiner-start/ita5-*) put the start level or better (higher on 7 of
-# 10 columns, mostly within one seed spread); a 20-minute pair on one machine is still missing.
+# 10 columns, mostly within one seed spread; muni bench --suite ablation-ita reruns the pair); a
+# 20-minute pair on one machine is still missing.
 #
 # And Digits-ITA attaches route 2 for its first 1000 steps and balances the targets' teaching
 # halfway (detach_warmup, target_balance). Without them the 2048-dim audio NLL is 77% of what
