@@ -150,7 +150,7 @@ def test_a_method_preset_sets_one_method_on_one_dataset_and_user_overrides_win()
     assert model_config("muni", "digits-ita", "quick").beta == 0.1
     ita, pq = model_config("muni", "digits-ita", "quick").codec, model_config("muni", "polymnist-quadrant", "quick").codec
     assert (ita.image_decoder, ita.audio_decoder) == ("gaussian", "residual_private")
-    assert (ita.private_prior, ita.private_grad, ita.private_start) == ("conditional", "unit", 0)
+    assert (ita.private_prior, ita.private_grad, ita.private_start) == ("conditional", "unit", 1000)
     assert (pq.image_decoder, pq.audio_decoder) == ("residual_private", "residual_private")
     assert (pq.private_prior, pq.private_grad, pq.private_start) == ("standard", "unit", 1000)
     assert model_config("muni", "digits-ita", "quick").temperature == 0.3

@@ -120,14 +120,13 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 # The refiner costs about 30% of the training throughput, and at 5 minutes (3 seeds) MUNI is
 # below its mean-decoder preset on 7 of 10 columns; for runs that short, audio_decoder=gaussian.
 #
-# Its refiner learns from step 0 (codec.private_start=0), as in the measurements above; the codec
-# default since 2026-12-03 waits for step 1000 (PolyMNIST-QL: docs/results/decoders.md). On
-# Digits-ITA the start was measured only on a machine that trained Digits-ITA at least 11-19%
-# slower than the one of the preset's rows (5 minutes, 3 seeds, and 20 minutes, 1 seed), so the
-# two are not comparable and the preset keeps what was measured. A 5-minute pair on one machine
-# (3 seeds each, docs/results/refiner-start/ita5-*) put the start level or better (higher on 7 of
-# 10 columns, mostly within one seed spread; muni bench --suite ablation-ita reruns the pair); a
-# 20-minute pair on one machine is still missing.
+# Its refiner learns from step 1000 on, the codec's default (codec.private_start; until the
+# end of 2026-12-03 this preset set 0, as in the measurements above). Pairs on one machine, each
+# run alone (docs/results/decoders.md; `muni bench --suite ablation-ita` reruns them): at 20
+# minutes (1 seed, refiner-start/ita20-pair) the start is higher on 8 of 10 columns, unconditional
+# coherence 0.710 against 0.656, with 13% more steps (until step 1000 a step costs the mean
+# decoder's); at 5 minutes (3 seeds, refiner-start/ita5-*) higher on 7 of 10, mostly within one
+# seed spread.
 #
 # And Digits-ITA attaches route 2 for its first 1000 steps and balances the targets' teaching
 # halfway (detach_warmup, target_balance). Without them the 2048-dim audio NLL is 77% of what
@@ -144,7 +143,7 @@ def run_preset(preset: str, dataset: str) -> dict[str, list[str]]:
 METHOD_PRESETS: dict[str, dict[str, list[str]]] = {
     "digits-ita": {"mmgen": ["patch=7"],
                    "muni": ["beta=0.1", "codec.image_decoder=gaussian", "codec.audio_decoder=residual_private",
-                            "codec.private_prior=conditional", "codec.private_start=0", "temperature=0.3",
+                            "codec.private_prior=conditional", "temperature=0.3",
                             "detach_warmup=1000", "target_balance=0.5"]},
 }
 

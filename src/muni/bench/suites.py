@@ -90,11 +90,11 @@ SUITES: dict[str, Suite] = {
                         {"MUNI": (NFE_SWEEP,)}, _MUNI_SPEED),
     "ablation": Suite("polymnist-quadrant", _ABLATION, "one row per MUNI switch value, everything else fixed",
                       speed_options={row: _PRIOR_NFE_SPEED for row in _ABLATION}),
-    # Digits-ITA's preset against the codec's default refiner start (docs/results/decoders.md)
+    # Digits-ITA's preset against its refiner start until 2026-12-03 (docs/results/decoders.md)
     "ablation-ita": Suite("digits-ita", {"MUNI (preset)": Row("muni"),
-                                         "private_start=1000": Row("muni", ("model.codec.private_start=1000",))},
+                                         "private_start=0": Row("muni", ("model.codec.private_start=0",))},
                           "Digits-ITA's MUNI preset against one switch value",
-                          speed_options={"MUNI (preset)": _PRIOR_NFE_SPEED, "private_start=1000": _PRIOR_NFE_SPEED}),
+                          speed_options={"MUNI (preset)": _PRIOR_NFE_SPEED, "private_start=0": _PRIOR_NFE_SPEED}),
 }
 
 
