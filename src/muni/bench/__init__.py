@@ -84,7 +84,8 @@ def evaluate_row(out: Path, suite: Suite, suite_name: str, name: str, run: Path,
     if res_file.exists():
         res = json.loads(res_file.read_text())
         if (res.get("run_hash") == summary["run_hash"] and res["config"]["n"] == n
-                and res["config"]["seed"] == eval_seed and res.get("sampling_options", {}) == dict(row.sampling)):
+                and res["config"]["seed"] == eval_seed and res.get("sampling_options", {}) == dict(row.sampling)
+                and res.get("classifiers", "separate") == getattr(cache.get("clf"), "sharing", "separate")):
             log(f"  [{name} s{seed}] evaluation reused")
             return res
     model = load_model(run)
@@ -137,14 +138,15 @@ def _sweep_section(name: str, suite: Suite, out: Path, cache: dict, n: int, eval
 
 def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minutes: float | dict[str, float], n: int,
               eval_seed: int = 0, log=print, ablation_seeds: int | None = None,
-              rows: list[str] | None = None, device: str = "auto") -> dict[str, Any]:
+              rows: list[str] | None = None, device: str = "auto", classifiers: str = "separate") -> dict[str, Any]:
     """Train, evaluate and tabulate the suites; write ``results.json`` and ``REPORT.md`` in `out`.
 
     `rows` restricts every suite to the named rows (each name must be a row of some suite).
     `device` is where the rows train (``train.device``); evaluation runs on the CPU.
+    `classifiers` names the evaluation classifiers (`muni.evaluation.classifiers.SHARING`).
     """
     from muni.data import load_dataset
-    from muni.evaluation.classifiers import load_or_train_classifiers
+    from muni.evaluation.classifiers import SHARING, load_or_train_classifiers
     from muni.evaluation.report import LAYOUTS, accuracy_line, cost_table, machine_info, results_table, versions
 
     if rows is not None:
@@ -160,7 +162,7 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
     budget = lambda suite: budgets.get(suite, budgets["*"])  # noqa: E731
     flag = " ".join([f"{budgets['*']:g}"] + [f"{k}={v:g}" for k, v in budgets.items() if k != "*"])
     where = ", ".join(f"{k} {budget(k):g} min" for k in suite_names)
-    report = {"preset": preset, "seeds": seeds, "ablation_seeds": ablation_seeds, "rows": rows,
+    report = {"preset": preset, "seeds": seeds, "ablation_seeds": ablation_seeds, "rows": rows, "classifiers": classifiers,
               "minutes_per_run": {k: budget(k) for k in suite_names},
               "n": n, "eval_seed": eval_seed, "machine": machine_info(), "versions": versions(), "suites": {}}
     md = [f"# muni bench ({preset})\n",
@@ -168,7 +170,8 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
           f"{f'--ablation-seeds {ablation_seeds} ' if ablation_seeds != seeds else ''}"
           f"--minutes {flag} --n {n} --out {out}"
           f"{' --rows ' + ' '.join(map(shlex.quote, rows)) if rows else ''}"
-          f"{' --device ' + device if device != 'auto' else ''}`  ",
+          f"{' --device ' + device if device != 'auto' else ''}"
+          f"{' --classifiers ' + classifiers if classifiers != 'separate' else ''}`  ",
           f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['platform']}), "
           f"GPU {report['machine']['gpu'] or 'none'}; every method of a suite trained for the same wall-clock "
           f"budget on this machine ({where}); {n} evaluation conditions per task, evaluation seed {eval_seed}. "
@@ -183,7 +186,7 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
         n_seeds = ablation_seeds if name == "ablation" else seeds
         log(f"suite {name} ({suite.dataset}): {len(suite.rows)} rows x {n_seeds} seeds, {budget(name):g} min per run")
         cache = {"test": load_dataset(suite.dataset, "test", preset),
-                 "clf": load_or_train_classifiers(suite.dataset, preset, 0)}
+                 "clf": load_or_train_classifiers(suite.dataset, preset, 0, SHARING[classifiers])}
         results: dict[str, list[dict[str, Any]]] = {}
         for seed in range(n_seeds):
             for row_name, row in suite.rows.items():
@@ -194,7 +197,7 @@ def run_bench(suite_names: list[str], preset: str, seeds: int, out: Path, minute
         section = [f"## {name}: {suite.summary}\n", f"Budget: {budget(name):g} min of training per run; "
                    f"{n_seeds} training seed{'s' if n_seeds > 1 else ''}.\n",
                    results_table(results, LAYOUTS[suite.dataset], intervals=False, bold_best=True, chance=False),
-                   "", accuracy_line(cache["clf"].accuracy), "", "### Cost\n", cost_table(results)]
+                   "", accuracy_line(cache["clf"].accuracy, getattr(cache["clf"], "sharing", "separate")), "", "### Cost\n", cost_table(results)]
         sweep_md, sweeps = _sweep_section(name, suite, out, cache, n, eval_seed)
         md += section + sweep_md + [""]
         report["suites"][name] = {"dataset": suite.dataset, "results": results, "sweeps": sweeps}

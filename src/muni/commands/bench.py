@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from muni.bench import SUITES, expand, run_bench
+from muni.commands.evaluate import CLASSIFIERS_HELP
 from muni.data import PRESETS
 from muni.errors import ConfigError
 from muni.training.distributed import DEVICES
@@ -29,6 +30,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="where the rows train: auto = CUDA (bf16 autocast, TF32) when torch sees a GPU, "
                         "else the CPU; evaluation runs on the CPU")
+    p.add_argument("--classifiers", default="separate", choices=["separate", "shared"], help=CLASSIFIERS_HELP)
     p.set_defaults(func=cmd_bench)
 
 
@@ -52,6 +54,7 @@ def parse_minutes(items: list[str]) -> dict[str, float]:
 
 def cmd_bench(args) -> int:
     report = run_bench(expand(args.suite), args.preset, args.seeds, Path(args.out), parse_minutes(args.minutes), args.n,
-                       args.eval_seed, ablation_seeds=args.ablation_seeds, rows=args.rows, device=args.device)
+                       args.eval_seed, ablation_seeds=args.ablation_seeds, rows=args.rows, device=args.device,
+                       classifiers=args.classifiers)
     print(f"wrote {Path(args.out) / 'REPORT.md'} ({report['wall_time_s'] / 60:.1f} min)")
     return 0

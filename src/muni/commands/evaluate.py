@@ -1,6 +1,6 @@
 """`muni eval`: evaluation classifiers, benchmark runs and side-by-side comparisons.
 
-    muni eval classifiers polymnist-quadrant [--preset quick]
+    muni eval classifiers polymnist-quadrant [--preset quick] [--classifiers shared]
     muni eval run --model oracle --dataset digits-ita --out runs/eval/oracle-ita
     muni eval run --model runs/muni-pq/checkpoint --dataset polymnist-quadrant --out DIR
     muni eval run --model RUN --dataset polymnist-quadrant --sample guidance=6 --out DIR
@@ -18,12 +18,17 @@ from muni.data import PRESETS, load_dataset
 from muni.errors import InputError
 from muni.evaluation.reference import REFERENCE_MODELS
 
+CLASSIFIERS_HELP = ("evaluation classifiers: separate = one net per modality (the default; every committed "
+                    "table), shared = one net for alike modalities such as PolyMNIST-QL's views (about 3x "
+                    "faster to train there, view0 digit accuracy lower; docs/results/classifiers.md)")
+
 
 def _classifiers(args: argparse.Namespace) -> int:
-    from muni.evaluation.classifiers import load_or_train_classifiers
+    from muni.evaluation.classifiers import SHARING, load_or_train_classifiers
 
-    clf = load_or_train_classifiers(args.dataset, args.preset, args.data_seed, data_dir=args.data_dir)
-    print(f"evaluation classifiers for {args.dataset} ({args.preset}): {clf.info.get('path', '')}")
+    clf = load_or_train_classifiers(args.dataset, args.preset, args.data_seed, SHARING[args.classifiers],
+                                    data_dir=args.data_dir)
+    print(f"evaluation classifiers for {args.dataset} ({args.preset}, {clf.sharing}): {clf.info.get('path', '')}")
     for m, acc in clf.accuracy.items():
         print(f"  {m:10s} " + "  ".join(f"{f} {v:.4f}" for f, v in acc.items()))
     return 0
@@ -53,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     results = run_evaluation(model, args.dataset, args.preset, args.n, args.seed, args.out,
                              args.name or name, matrix_n=args.matrix_n, batch_size=args.batch_size,
                              data_seed=args.data_seed, data_dir=args.data_dir,
-                             sampling=sampling_options(model, args.sample))
+                             sampling=sampling_options(model, args.sample), sharing=args.classifiers)
     print(markdown_report(results).split("## Every number")[0].rstrip())
     print(f"\nwrote {args.out}/results.json, results.md, metrics.png, samples/")
     return 0
@@ -83,6 +88,7 @@ def add_parser(subparsers) -> None:
         q.add_argument("--preset", default="quick", choices=PRESETS)
         q.add_argument("--data-seed", type=int, default=0, help="seed of the dataset build")
         q.add_argument("--data-dir", default=None, help="raw data directory (default $MUNI_DATA_DIR)")
+        q.add_argument("--classifiers", default="separate", choices=["separate", "shared"], help=CLASSIFIERS_HELP)
 
     c = sub.add_parser("classifiers", help="train (or load) the evaluation classifiers; print accuracies")
     c.add_argument("dataset", type=dataset_arg, help=DATASET_HELP)

@@ -1,6 +1,11 @@
 """Evaluation classifiers: small nets trained on the real train split, scored on the test split.
 
-One net per non-label modality, one head per content factor it carries:
+One net per non-label modality, one head per content factor it carries. With
+`ClassifierConfig.share` (`--classifiers shared`; not the default) alike modalities, those of one
+kind, shape, parameters and content factors such as PolyMNIST-QL's three views, share one net
+trained on a mixture (each training sample shows one of them, drawn at random) for
+`group_epochs` passes over the samples: about a third of the time on PolyMNIST-QL, with a lower
+view0 digit accuracy (docs/results/classifiers.md). The nets:
 - image: a small CNN with digit (10) and quadrant (4) heads; the conv features are flattened,
   not pooled, so the position (quadrant) survives;
 - text: token embedding + 1-D convolution + max-pooling over time, digit and quadrant heads;
@@ -26,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -79,6 +85,15 @@ class ClassifierConfig:
     feature_dim: int = 64          # penultimate layer = `features`
     max_train: int | None = None   # cap on training samples (tiny test builds)
     seed: int = 0
+    share: bool = False            # one net per group of alike modalities (`share_groups`)
+    group_epochs: float = 3.5      # a shared net's passes over the samples (each shows one member)
+    group_batch_size: int = 64     # and its batch (channels-last images: faster per sample on CPU)
+
+
+# `--classifiers` of `muni eval` and `muni bench`: the evaluation classifiers by how they map
+# modalities to nets. Results record it (`Classifiers.sharing`); every committed table is scored
+# with `separate`, the default.
+SHARING: dict[str, ClassifierConfig] = {"separate": ClassifierConfig(), "shared": ClassifierConfig(share=True)}
 
 
 class ImageNet(nn.Module):
@@ -167,9 +182,27 @@ def factor_classes(train: MultimodalDataset, test: MultimodalDataset) -> dict[st
     return out
 
 
-def _rows(dataset: MultimodalDataset, name: str, factors: tuple[str, ...] = ()) -> torch.Tensor:
-    """Indices of the samples that have modality `name` and a known value of any of `factors`."""
-    keep = dataset.present.get(name, torch.ones(len(dataset), dtype=torch.bool)).clone()
+def share_groups(modalities: dict[str, Modality], content: dict[str, tuple[str, ...]],
+                 share: bool = True) -> list[tuple[str, ...]]:
+    """The modalities that get a classifier, grouped by net: with `share`, every modality of one
+    kind, shape, parameters and content factors shares a net; else each has its own."""
+    groups: dict[str, list[str]] = {}
+    for name, m in modalities.items():
+        if m.kind == "categorical" or not content.get(name):
+            continue
+        key = json.dumps([{k: v for k, v in m.to_json().items() if k != "name"}, list(content[name])],
+                         sort_keys=True, default=str) if share else name
+        groups.setdefault(key, []).append(name)
+    return [tuple(g) for g in groups.values()]
+
+
+def _rows(dataset: MultimodalDataset, name: str | tuple[str, ...],
+          factors: tuple[str, ...] = ()) -> torch.Tensor:
+    """Indices of the samples that have modality `name` (any of a group) and a known value of any
+    of `factors`."""
+    names = (name,) if isinstance(name, str) else name
+    ones = torch.ones(len(dataset), dtype=torch.bool)
+    keep = torch.stack([dataset.present.get(k, ones) for k in names]).any(0)
     if factors:
         keep &= torch.stack([dataset.factors[f] >= 0 for f in factors]).any(0)
     return keep.nonzero().flatten()
@@ -192,6 +225,12 @@ class Classifiers:
         self.accuracy, self.parser, self.info = accuracy, parser, info or {}
         for net in nets.values():
             net.eval()
+
+    @property
+    def sharing(self) -> str:
+        """``shared`` when one net serves several modalities, else ``separate`` (also entries from
+        before the choice); a dataset without alike modalities has the same classifiers either way."""
+        return self.info.get("sharing", "separate")
 
     def usable(self, threshold: float = MIN_ACCURACY) -> tuple["Classifiers", dict[str, float]]:
         """These classifiers with every (modality, factor) head below `threshold` held-out
@@ -240,27 +279,53 @@ class Classifiers:
         return self.nets[modality](x.float() if m.kind != "text" else x.long())
 
 
-def _train_one(net: nn.Module, train: MultimodalDataset, name: str, factors: tuple[str, ...],
+def _mixture(train: MultimodalDataset, names: tuple[str, ...], idx: torch.Tensor,
+             g: torch.Generator) -> torch.Tensor:
+    """The inputs of the samples `idx`, each showing one of the modalities `names` that it has,
+    drawn uniformly."""
+    if len(names) == 1:
+        return train.batch(idx, list(names))[names[0]]
+    present = train.present_batch(idx, list(names))
+    if present is None:
+        pick = torch.randint(len(names), (len(idx),), generator=g)
+    else:
+        pick = torch.multinomial(torch.stack([present[k] for k in names], 1).float(), 1, generator=g)[:, 0]
+    parts = {j: train.batch(idx[pick == j], [k])[k] for j, k in enumerate(names)}
+    x = parts[0].new_empty((len(idx), *parts[0].shape[1:]))
+    for j, part in parts.items():
+        x[pick == j] = part
+    return x
+
+
+def _train_one(net: nn.Module, train: MultimodalDataset, names: tuple[str, ...], factors: tuple[str, ...],
                cfg: ClassifierConfig) -> None:
+    """Train `net` on the modalities `names` (one, or a group sharing the net: `_mixture`)."""
     g = torch.Generator().manual_seed(cfg.seed)
-    rows = _rows(train, name, factors)                     # samples that have it (and a label)
+    rows = _rows(train, names, factors)                    # samples that have it (and a label)
     n = len(rows) if cfg.max_train is None else min(cfg.max_train, len(rows))
-    per_epoch = -(-n // cfg.batch_size)
-    epochs = cfg.epochs
+    group = len(names) > 1
+    batch = cfg.group_batch_size if group else cfg.batch_size
+    per_epoch = -(-n // batch)
+    epochs = cfg.group_epochs if group else cfg.epochs
     if _imported(train) and cfg.max_train is None:
         epochs = max(epochs, -(-MIN_STEPS_IMPORTED // per_epoch))
-    steps = epochs * per_epoch
+    steps = math.ceil(epochs * per_epoch)
+    image = len(train.modalities[names[0]].shape) == 3
+    layout = torch.channels_last if group and image else torch.contiguous_format
+    net.to(memory_format=layout)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.15)
     net.train()
-    bar = tqdm(total=steps, desc=f"classifier {name}", leave=False)
+    bar = tqdm(total=steps, desc=f"classifier {'+'.join(names)}", leave=False)
+    done = 0
     with governed() as governor:  # fewer threads while other processes keep the CPUs busy
-        for _ in range(epochs):
+        for _ in range(math.ceil(epochs)):
             perm = rows[torch.randperm(len(rows), generator=g)[:n]]
-            for s in range(0, n, cfg.batch_size):
-                idx = perm[s:s + cfg.batch_size]
-                x = train.batch(idx, [name])[name]
-                h = net(x)
+            for s in range(0, n, batch):
+                if done == steps:  # a fraction of the last pass (`group_epochs`)
+                    break
+                idx = perm[s:s + batch]
+                h = net(_mixture(train, names, idx, g).contiguous(memory_format=layout))
                 loss = sum(nn.functional.cross_entropy(net.heads[f](h), train.factors[f][idx], ignore_index=-1)
                            for f in factors if (train.factors[f][idx] >= 0).any())
                 opt.zero_grad(set_to_none=True)
@@ -269,7 +334,9 @@ def _train_one(net: nn.Module, train: MultimodalDataset, name: str, factors: tup
                 sched.step()
                 governor.poll()
                 bar.update()
+                done += 1
     bar.close()
+    net.to(memory_format=torch.contiguous_format)  # as a loaded net is
     net.eval()
 
 
@@ -302,22 +369,27 @@ def train_classifiers(train: MultimodalDataset, test: MultimodalDataset,
     content = content_factors(train)
     classes = factor_classes(train, test)
     nets = {}
-    for name, m in train.modalities.items():
-        if m.kind == "categorical" or not content[name]:
-            continue
-        nets[name] = build_net(m, {f: classes[f] for f in content[name]}, cfg)
-        _train_one(nets[name], train, name, content[name], cfg)
+    groups = share_groups(train.modalities, content, cfg.share)
+    for group in groups:
+        net = build_net(train.modalities[group[0]], {f: classes[f] for f in content[group[0]]}, cfg)
+        _train_one(net, train, group, content[group[0]], cfg)
+        nets.update(dict.fromkeys(group, net))
     clf = Classifiers(train.modalities, content, nets, {}, TEXT_PARSERS.get(train.name),
-                      {"classes": classes})
+                      {"classes": classes, "sharing": "shared" if any(len(g) > 1 for g in groups) else "separate"})
     clf.accuracy = {name: ({f: 1.0 for f in content[name]} if name not in nets else _accuracy(clf, test, name))
                     for name in train.modalities}
     return clf
 
 
 def classifier_dir(dataset: MultimodalDataset, cfg: ClassifierConfig) -> Path:
-    """Cache folder: hash of the classifier config and the dataset recipe."""
+    """Cache folder: hash of the classifier config and the dataset recipe. `share` (and the
+    groups' schedule) enters the hash only where a group has several modalities, so a dataset
+    it does not change (Digits-ITA) and ``share=False`` keep the entries from before it existed."""
     recipe = {k: dataset.info.get(k) for k in ("recipe_hash", "recipe_version", "config", "seed")}
-    h = config_hash(cfg, recipe, FORMAT_VERSION)
+    groups = [g for g in share_groups(dataset.modalities, content_factors(dataset), cfg.share) if len(g) > 1]
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("share", "group_epochs", "group_batch_size")}
+    grouped = [groups, cfg.group_epochs, cfg.group_batch_size] if groups else []
+    h = config_hash(fields, recipe, FORMAT_VERSION, *grouped)
     return cache_dir() / "classifiers" / f"{dataset.name}-{dataset.info.get('preset', 'custom')}-{h}"
 
 

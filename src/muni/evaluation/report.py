@@ -37,7 +37,7 @@ from muni.data.base import MultimodalDataset  # noqa: E402
 from muni.evaluation import coherence, frechet  # noqa: E402
 from muni.data.base import complete_tuples  # noqa: E402
 from muni.errors import MuniError  # noqa: E402
-from muni.evaluation.classifiers import MIN_ACCURACY, Classifiers, load_or_train_classifiers  # noqa: E402
+from muni.evaluation.classifiers import MIN_ACCURACY, SHARING, Classifiers, load_or_train_classifiers  # noqa: E402
 from muni.methods.base import Generative, generate_with, sampling_options  # noqa: E402
 from muni.modalities import writers  # noqa: E402
 
@@ -161,7 +161,8 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
                    seed: int = 0, out_dir: str | os.PathLike | None = None, model_name: str = "model",
                    *, classifiers: Classifiers | None = None, test: MultimodalDataset | None = None,
                    matrix_n: int | None = None, batch_size: int = 250, data_seed: int = 0,
-                   data_dir=None, sampling: dict[str, Any] | None = None, **overrides) -> dict[str, Any]:
+                   data_dir=None, sampling: dict[str, Any] | None = None, sharing: str = "separate",
+                   **overrides) -> dict[str, Any]:
     """Evaluate `model` on every task of `dataset_name` and (with `out_dir`) write the report.
 
     Parameters
@@ -170,6 +171,7 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
     n : conditions per task (the cross-modal matrix uses `matrix_n`, default ``min(n, 200)``).
     seed : evaluation seed: it alone fixes the conditions and the generators of every task.
     classifiers, test : reuse already loaded ones (else loaded or trained from the cache).
+    sharing : which classifiers to load when `classifiers` is None (`classifiers.SHARING`).
     data_seed, data_dir, **overrides : which dataset build (as `muni.data.load_dataset`).
     sampling : options passed to every ``model.generate`` call (see `WithSampling`).
 
@@ -184,8 +186,8 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
     if len(test) < 2:
         raise MuniError(f"dataset {dataset_name}: {len(test)} test samples have every modality and every "
                         f"label; evaluation conditions on complete tuples and needs more")
-    clf = classifiers or load_or_train_classifiers(dataset_name, preset, data_seed, data_dir=data_dir,
-                                                   **overrides)
+    clf = classifiers or load_or_train_classifiers(dataset_name, preset, data_seed, SHARING[sharing],
+                                                   data_dir=data_dir, **overrides)
     clf, refused = clf.usable()
     for key, acc in refused.items():
         log.warning("classifier %s: held-out accuracy %.3f < %.2f; it scores no coherence", key, acc, MIN_ACCURACY)
@@ -200,7 +202,8 @@ def run_evaluation(model: Generative, dataset_name: str, preset: str = "quick", 
         "model": model_name, "dataset": dataset_name, "preset": preset,
         "config": {"n": n, "matrix_n": matrix_n, "seed": seed, "data_seed": data_seed,
                    "batch_size": batch_size, "overrides": overrides, "sampling": sampling or {}},
-        "metrics": metrics, "classifier_accuracy": clf.accuracy, "refused_classifiers": refused,
+        "metrics": metrics, "classifiers": getattr(clf, "sharing", "separate"), "classifier_accuracy": clf.accuracy,
+        "refused_classifiers": refused,
         "test_tuples": len(test),
         "dataset_info": {k: test.info.get(k) for k in ("recipe_hash", "checksum", "config")},
         "versions": versions(), "machine": machine_info(),
@@ -229,13 +232,16 @@ def _cell(metrics: dict[str, Any], key: str) -> str:
     return s
 
 
-def accuracy_line(acc: dict[str, dict[str, float]]) -> str:
+def accuracy_line(acc: dict[str, dict[str, float]], sharing: str | None = None) -> str:
+    """The classifiers' held-out accuracies in one line (naming `sharing`, `--classifiers`, unless
+    it is the default ``separate``)."""
     parts = []
     for m, fs in acc.items():
         if all(v == 1.0 for v in fs.values()) and set(fs) == {m}:
             continue  # a label is its own prediction
         parts.append(f"{m}: " + ", ".join(f"{f} {v:.4f}" for f, v in fs.items()))
-    return "Classifier held-out accuracy — " + "; ".join(parts)
+    which = f" (`--classifiers {sharing}`)" if sharing not in (None, "separate") else ""
+    return f"Classifier held-out accuracy{which} — " + "; ".join(parts)
 
 
 def results_table(groups: dict[str, list[dict[str, Any]]] | list[tuple[str, list[dict[str, Any]]]],
@@ -370,7 +376,7 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"data seed {c['data_seed']}; {mach['cpu_count']} CPUs, GPU {mach['gpu'] or 'none'}; "
             f"wall time {result['wall_seconds']:.1f} s. Cells: value [95% interval].\n")
     refused = result.get("refused_classifiers") or {}
-    acc = accuracy_line(result["classifier_accuracy"])
+    acc = accuracy_line(result["classifier_accuracy"], result.get("classifiers", "separate"))
     if refused:
         acc += (f"\n\nRefused (held-out accuracy below {MIN_ACCURACY}; they score nothing): "
                 + ", ".join(f"{k} {v:.3f}" for k, v in refused.items()))
@@ -388,7 +394,10 @@ def compare_markdown(results: list[dict[str, Any]]) -> str:
         raise ValueError(f"cannot compare results of different datasets: {sorted(datasets)}")
     conds = {json.dumps({k: r["config"][k] for k in ("n", "seed", "data_seed")}) for r in results}
     note = "" if len(conds) == 1 else "\n\n**Warning: these results use different conditions (n/seed).**"
-    return "\n\n".join([main_table(results), accuracy_line(results[0]["classifier_accuracy"]),
+    if len({r.get("classifiers", "separate") for r in results}) > 1:
+        note += "\n\n**Warning: these results were scored by different classifiers (`--classifiers`).**"
+    first = results[0]
+    return "\n\n".join([main_table(results), accuracy_line(first["classifier_accuracy"], first.get("classifiers", "separate")),
                         extra_table(results)]) + note + "\n"
 
 
