@@ -44,12 +44,15 @@ def test_ablation_rows_differ_from_default_by_one_switch():
     assert len(set(rows.values())) == len(rows), "two ablation rows are identical"
 
 
-def test_the_digits_ita_ablation_overrides_the_presets_refiner_start():
-    """The row's override comes after the dataset's method preset (whose start is the codec's)."""
+def test_the_digits_ita_ablation_overrides_the_presets_refiner_settings():
+    """A row's override comes after the dataset's method preset (whose start and fraction are the
+    codec's), and changes that one key alone."""
     rows = SUITES["ablation-ita"].rows
-    start = {name: row_spec(row, "digits-ita", "quick", 5, 0).model.codec.private_start
-             for name, row in rows.items()}
-    assert start == {"MUNI (preset)": 1000, "private_start=0": 0}
+    codec = {name: row_spec(row, "digits-ita", "quick", 5, 0).model.codec for name, row in rows.items()}
+    assert {name: (c.private_start, c.flow_fraction) for name, c in codec.items()} == {
+        "MUNI (preset)": (1000, 0.25), "private_start=0": (0, 0.25),
+        "flow_fraction=0.125": (1000, 0.125), "flow_fraction=0.0625": (1000, 0.0625)}
+    assert all(c.audio_decoder == "residual_private" for c in codec.values())
 
 
 def test_run_hash_changes_with_any_setting():
