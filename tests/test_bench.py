@@ -45,14 +45,16 @@ def test_ablation_rows_differ_from_default_by_one_switch():
 
 
 def test_the_digits_ita_ablation_overrides_the_presets_refiner_settings():
-    """A row's override comes after the dataset's method preset (whose start and fraction are the
-    codec's), and changes that one key alone."""
+    """A row's override comes after the dataset's presets (whose start and fraction are the
+    codec's, whose learning rate is 1e-3), and changes that one key alone."""
     rows = SUITES["ablation-ita"].rows
-    codec = {name: row_spec(row, "digits-ita", "quick", 5, 0).model.codec for name, row in rows.items()}
-    assert {name: (c.private_start, c.flow_fraction) for name, c in codec.items()} == {
-        "MUNI (preset)": (1000, 0.25), "private_start=0": (0, 0.25),
-        "flow_fraction=0.125": (1000, 0.125), "flow_fraction=0.0625": (1000, 0.0625)}
-    assert all(c.audio_decoder == "residual_private" for c in codec.values())
+    specs = {name: row_spec(row, "digits-ita", "quick", 5, 0) for name, row in rows.items()}
+    assert {name: (s.model.codec.private_start, s.model.codec.flow_fraction, s.train.lr)
+            for name, s in specs.items()} == {
+        "MUNI (preset)": (1000, 0.25, 1e-3), "private_start=0": (0, 0.25, 1e-3),
+        "flow_fraction=0.125": (1000, 0.125, 1e-3), "flow_fraction=0.0625": (1000, 0.0625, 1e-3),
+        "lr=2e-3": (1000, 0.25, 2e-3)}
+    assert all(s.model.codec.audio_decoder == "residual_private" for s in specs.values())
 
 
 def test_run_hash_changes_with_any_setting():

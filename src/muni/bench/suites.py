@@ -85,6 +85,8 @@ _ABLATION_ITA = {
     "private_start=0": Row("muni", ("model.codec.private_start=0",)),
     "flow_fraction=0.125": Row("muni", ("model.codec.flow_fraction=0.125",)),
     "flow_fraction=0.0625": Row("muni", ("model.codec.flow_fraction=0.0625",)),
+    # twice the learning rate: MUNI on Digits-ITA is bound by its steps (docs/results/lr-ita)
+    "lr=2e-3": Row("muni", ("train.lr=2e-3",)),
 }
 
 SUITES: dict[str, Suite] = {
@@ -97,8 +99,9 @@ SUITES: dict[str, Suite] = {
                         {"MUNI": (NFE_SWEEP,)}, _MUNI_SPEED),
     "ablation": Suite("polymnist-quadrant", _ABLATION, "one row per MUNI switch value, everything else fixed",
                       speed_options={row: _PRIOR_NFE_SPEED for row in _ABLATION}),
-    # Digits-ITA's preset against its refiner start until 2026-12-03 and against the share of rows
-    # its audio refiner learns on (docs/results/decoders.md); `--rows` picks a pair
+    # Digits-ITA's preset against its refiner start until 2026-12-03, against the share of rows
+    # its audio refiner learns on (docs/results/decoders.md) and against a doubled learning rate;
+    # `--rows` picks a pair
     "ablation-ita": Suite("digits-ita", _ABLATION_ITA, "Digits-ITA's MUNI preset against one switch value",
                           speed_options={row: _PRIOR_NFE_SPEED for row in _ABLATION_ITA}),
 }
