@@ -30,7 +30,7 @@ def test_suites_name_registered_methods_and_expand():
     for name, suite in SUITES.items():
         assert all(row.method in METHODS for row in suite.rows.values()), name
         assert set(suite.sweeps) <= set(suite.rows) and set(suite.speed_options) <= set(suite.rows), name
-    assert expand(["all"]) == ["polymnist-quadrant", "digits-ita", "ablation", "ablation-ita"]
+    assert expand(["all"]) == ["polymnist-quadrant", "digits-ita", "ablation", "ablation-ita", "lr-ita"]
     with pytest.raises(ConfigError, match="unknown suite"):
         expand(["nope"])
 
@@ -55,6 +55,21 @@ def test_the_digits_ita_ablation_overrides_the_presets_refiner_settings():
         "flow_fraction=0.125": (1000, 0.125, 1e-3), "flow_fraction=0.0625": (1000, 0.0625, 1e-3),
         "lr=2e-3": (1000, 0.25, 2e-3)}
     assert all(s.model.codec.audio_decoder == "residual_private" for s in specs.values())
+
+
+def test_the_learning_rate_suite_pairs_each_method_with_its_doubled_rate():
+    """Each method's two rows are its Digits-ITA preset and the same with the learning rate alone
+    doubled; MUNI's pair is the ablation's, so one output folder trains those runs once."""
+    rows = SUITES["lr-ita"].rows
+    assert SUITES["lr-ita"].dataset == "digits-ita"
+    for name in ("JointFlow", "MoPoE", "MUNI"):
+        base = row_spec(rows[name], "digits-ita", "quick", 5, 0)
+        fast = row_spec(rows[f"{name} lr=2e-3"], "digits-ita", "quick", 5, 0)
+        assert (base.train.lr, fast.train.lr) == (1e-3, 2e-3)
+        assert base.model == fast.model and dataclasses.replace(fast.train, lr=1e-3) == base.train
+    ablation = SUITES["ablation-ita"].rows
+    assert row_spec(rows["MUNI lr=2e-3"], "digits-ita", "quick", 5, 0).hash() == \
+        row_spec(ablation["lr=2e-3"], "digits-ita", "quick", 5, 0).hash()
 
 
 def test_run_hash_changes_with_any_setting():

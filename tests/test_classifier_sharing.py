@@ -25,14 +25,14 @@ CFG = ClassifierConfig(epochs=1, width=4, feature_dim=8, max_train=64, seed=3)
 
 def test_groups_join_alike_modalities_only(tiny_polymnist, tiny_ita):
     pq = tiny_polymnist["train"]
-    assert share_groups(pq.modalities, content_factors(pq)) == [("view0", "view1", "view2")]
+    assert share_groups(pq.modalities, content_factors(pq), share=True) == [("view0", "view1", "view2")]
     assert share_groups(pq.modalities, content_factors(pq), share=False) == [("view0",), ("view1",), ("view2",)]
     ita = tiny_ita["train"]
-    assert share_groups(ita.modalities, content_factors(ita)) == [("image",), ("text",), ("audio",)]
+    assert share_groups(ita.modalities, content_factors(ita), share=True) == [("image",), ("text",), ("audio",)]
     mods = {"a": Modality("a", "image", (1, 8, 8)), "b": Modality("b", "image", (1, 8, 8)),
             "c": Modality("c", "image", (3, 8, 8)), "d": Modality("d", "image", (1, 8, 8))}
     content = {"a": ("kind",), "b": ("kind",), "c": ("kind",), "d": ("kind", "size")}
-    assert share_groups(mods, content) == [("a", "b"), ("c",), ("d",)]  # shape or factors differ
+    assert share_groups(mods, content, share=True) == [("a", "b"), ("c",), ("d",)]  # shape or factors differ
 
 
 def test_cache_key_changes_only_where_sharing_groups_something(tiny_polymnist, tiny_ita):

@@ -89,6 +89,12 @@ _ABLATION_ITA = {
     "lr=2e-3": Row("muni", ("train.lr=2e-3",)),
 }
 
+# Every Digits-ITA method of issue 16 at the quick preset's learning rate and at twice it: whether
+# a doubled rate helps MUNI alone or every method (docs/results/lr-ita)
+_LR_ITA = {f"{name}{tag}": Row(method, overrides)
+           for name, method in (("JointFlow", "jointflow"), ("MoPoE", "mopoe"), ("MUNI", "muni"))
+           for tag, overrides in (("", ()), (" lr=2e-3", ("train.lr=2e-3",)))}
+
 SUITES: dict[str, Suite] = {
     "polymnist-quadrant": Suite("polymnist-quadrant", {**_BASELINES, "MUNI": Row("muni")},
                                 "PolyMNIST-Quadrant-Labels: the paper's controlled table",
@@ -104,6 +110,7 @@ SUITES: dict[str, Suite] = {
     # `--rows` picks a pair
     "ablation-ita": Suite("digits-ita", _ABLATION_ITA, "Digits-ITA's MUNI preset against one switch value",
                           speed_options={row: _PRIOR_NFE_SPEED for row in _ABLATION_ITA}),
+    "lr-ita": Suite("digits-ita", _LR_ITA, "each Digits-ITA method at the preset's learning rate and at twice it"),
 }
 
 

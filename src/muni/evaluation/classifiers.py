@@ -183,7 +183,7 @@ def factor_classes(train: MultimodalDataset, test: MultimodalDataset) -> dict[st
 
 
 def share_groups(modalities: dict[str, Modality], content: dict[str, tuple[str, ...]],
-                 share: bool = True) -> list[tuple[str, ...]]:
+                 share: bool) -> list[tuple[str, ...]]:
     """The modalities that get a classifier, grouped by net: with `share`, every modality of one
     kind, shape, parameters and content factors shares a net; else each has its own."""
     groups: dict[str, list[str]] = {}
