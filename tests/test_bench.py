@@ -42,6 +42,10 @@ def test_ablation_rows_differ_from_default_by_one_switch():
         if name != "MUNI (default)":  # one training switch (one or two keys), or one sampler option
             assert (1 <= len(row.overrides) <= 2 and not row.sampling) or (not row.overrides and len(row.sampling) == 1)
     assert len(set(rows.values())) == len(rows), "two ablation rows are identical"
+    base = row_spec(rows["MUNI (default)"], "polymnist-quadrant", "quick", 5, 0)
+    fast = row_spec(rows["lr=2e-3"], "polymnist-quadrant", "quick", 5, 0)
+    assert (base.train.lr, fast.train.lr) == (1e-3, 2e-3)
+    assert base.model == fast.model and dataclasses.replace(fast.train, lr=1e-3) == base.train
 
 
 def test_the_digits_ita_ablation_overrides_the_presets_refiner_settings():
